@@ -1,0 +1,182 @@
+"Loading, cleaning, encoding, splitting and streaming ISIC data, on the real sample files and the phantom set."
+import io
+import warnings
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermlab.data import (CANONICAL_COLUMNS, LEAKY_COLUMNS, SITES, DermlabDataError, FolderImages, Hdf5Images,
+                          LabelLeakWarning, TabularEncoder, assert_no_group_leak, detect_format, jpeg_scale_for,
+                          load_isic, make_image_dataset, split_by_patient)
+
+def first_batch(data, **options):
+    return next(iter(make_image_dataset(data, outputs=("index", "image"), shuffle=False, **options)))
+
+# --- the real sample files -------------------------------------------------------------------------
+
+def test_official_isic2024_test_hdf5(realdata):
+    data = load_isic(realdata / "isic2024_test", split="test")
+    assert isinstance(data.images, Hdf5Images) and len(data) == 3 and data.table.target.isna().all()
+    assert list(data.table.columns[:len(CANONICAL_COLUMNS)]) == CANONICAL_COLUMNS
+    assert data.table.ita.notna().all() and data.table.site.notna().all() and (data.table.source == "isic2024").all()
+    with h5py.File(realdata / "isic2024_test/test-image.hdf5") as handle:  # the offset reads give h5py's bytes
+        assert data.images.read(list(data.table.image_id)) == [handle[i][()] for i in data.table.image_id]
+    index, images = first_batch(data)
+    assert images.shape == (3, 64, 64, 3) and sorted(index.numpy()) == [0, 1, 2]
+
+def test_labelled_isic2024_rows_with_jpeg_folder(realdata):
+    with pytest.warns(LabelLeakWarning, match="iddx_full"):
+        data = load_isic(realdata / "isic2024_train_rows")
+    assert isinstance(data.images, FolderImages) and len(data) == 5 and data.table.target.sum() == 3
+    assert not set(LEAKY_COLUMNS) & set(data.table.columns) and data.table.diagnosis.notna().all()
+    assert data.table.diameter_mm.notna().all() and set(data.table.site.dropna()) <= set(SITES)
+    assert first_batch(data, image_size=32)[1].shape == (5, 32, 32, 3)
+
+def test_ham10000_sample(realdata):
+    data = load_isic(realdata / "ham10000_sample")
+    assert len(data) == 70 and data.table.target.sum() == 30  # mel, bcc, akiec: 10 images each
+    assert (data.table.source == "ham10000").all() and data.table.patient_id.notna().all()
+    assert data.table.ita.notna().all() and (data.table.skin_tone_source == "estimated from image pixels").all()
+    assert data.table.site.isna().sum() == (pd.read_csv(realdata / "ham10000_sample/HAM10000_metadata.csv").localization == "unknown").sum()
+    assert jpeg_scale_for(data, 64) == 4  # 600x450 images decode at a quarter of their size
+    index, images = first_batch(data, batch_size=70, value_range=(0, 1))
+    assert images.shape == (70, 64, 64, 3) and 0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 1
+
+def test_isic2020_layout(realdata, tmp_path):
+    "ISIC 2020 files are not in shared/: build the layout around real HAM10000 images."
+    ham = pd.read_csv(realdata / "ham10000_sample/HAM10000_metadata.csv").head(12)
+    (tmp_path / "jpeg" / "train").mkdir(parents=True)
+    for image_id in ham.image_id: (tmp_path / "jpeg/train" / f"{image_id}.jpg").symlink_to(realdata / "ham10000_sample/images" / f"{image_id}.jpg")
+    pd.DataFrame({"image_name": ham.image_id, "patient_id": ham.lesion_id, "sex": ham.sex, "age_approx": ham.age,
+                  "anatom_site_general_challenge": "torso", "diagnosis": ham.dx, "benign_malignant": "benign",
+                  "target": (ham.dx == "mel").astype(int)}).to_csv(tmp_path / "train.csv", index=False)
+    assert detect_format(tmp_path)[0] == "isic2020"
+    data = load_isic(tmp_path)
+    assert len(data) == 12 and (data.table.site == "torso").all() and "benign_malignant" not in data.table
+
+def test_isic2019_layout(realdata, tmp_path):
+    ham = pd.read_csv(realdata / "ham10000_sample/HAM10000_metadata.csv").head(9)
+    images = tmp_path / "ISIC_2019_Training_Input" / "ISIC_2019_Training_Input"  # Kaggle nests it twice
+    images.mkdir(parents=True)
+    for image_id in ham.image_id: (images / f"{image_id}.jpg").symlink_to(realdata / "ham10000_sample/images" / f"{image_id}.jpg")
+    classes = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+    truth = pd.DataFrame(0.0, index=range(9), columns=classes)
+    for row, name in enumerate(["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "NV"]): truth.loc[row, name] = 1.0
+    truth.insert(0, "image", ham.image_id)
+    truth.to_csv(tmp_path / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    pd.DataFrame({"image": ham.image_id, "age_approx": ham.age, "anatom_site_general": "anterior torso",
+                  "lesion_id": ham.lesion_id, "sex": ham.sex}).to_csv(tmp_path / "ISIC_2019_Training_Metadata.csv", index=False)
+    data = load_isic(tmp_path)
+    assert list(data.table.target) == [1, 0, 1, 0, 0, 0, 0, 1, 0]
+    assert data.table.diagnosis[0] == "melanoma" and (data.table.source == "isic2019").all()
+
+def test_kaggle_input_folder_one_level_down(phantom_dir, tmp_path):
+    (tmp_path / "isic-2024-challenge").symlink_to(phantom_dir, target_is_directory=True)
+    assert detect_format(tmp_path) == ("isic2024", tmp_path / "isic-2024-challenge")
+    with pytest.warns(LabelLeakWarning):
+        assert len(load_isic(tmp_path)) == 400
+
+# --- clear errors -----------------------------------------------------------------------------------
+
+def test_missing_folder_file_and_columns(tmp_path):
+    with pytest.raises(DermlabDataError, match="no ISIC layout found"): load_isic(tmp_path)
+    with pytest.raises(DermlabDataError, match="folder not found"): load_isic(tmp_path / "nope")
+    (tmp_path / "train-metadata.csv").write_text("isic_id,target\nISIC_1,0\n")
+    with pytest.raises(DermlabDataError, match=r"train-metadata.csv: required columns missing: \['patient_id'"): load_isic(tmp_path)
+    (tmp_path / "train-metadata.csv").write_text("")
+    with pytest.raises(DermlabDataError, match="train-metadata.csv: the file is empty"): load_isic(tmp_path)
+
+def test_ids_absent_from_the_hdf5_are_named(phantom_dir, tmp_path):
+    table = pd.read_csv(phantom_dir / "train-metadata.csv")
+    table.loc[3, "isic_id"] = "ISIC_9999999"
+    table.to_csv(tmp_path / "train-metadata.csv", index=False)
+    (tmp_path / "train-image.hdf5").symlink_to(phantom_dir / "train-image.hdf5")
+    with pytest.warns(LabelLeakWarning), pytest.raises(DermlabDataError, match=r"train-image.hdf5: 1 ids of the table have no image, e.g. \['ISIC_9999999'\]"):
+        load_isic(tmp_path)
+    with pytest.warns(UserWarning, match="ISIC_9999999"):
+        assert len(load_isic(tmp_path, missing_images="drop")) == 399
+
+def test_unknown_site_and_category_values_are_named(phantom_dir, tmp_path):
+    table = pd.read_csv(phantom_dir / "train-metadata.csv")
+    table.loc[0, "anatom_site_general"] = "armpit"
+    table.to_csv(tmp_path / "train-metadata.csv", index=False)
+    (tmp_path / "train-image.hdf5").symlink_to(phantom_dir / "train-image.hdf5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LabelLeakWarning)
+        with pytest.raises(DermlabDataError, match="train-metadata.csv: column 'site' has unknown site names \\['armpit'\\]"):
+            load_isic(tmp_path)
+        data = load_isic(phantom_dir)
+    encoder = TabularEncoder().fit(data.table[data.table.sex == "female"])
+    with pytest.raises(DermlabDataError, match="column 'sex' has values not seen .*'male'"):
+        encoder.transform(data.table)
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path, phantom_dir):
+    with h5py.File(phantom_dir / "train-image.hdf5") as handle:
+        good = handle[next(iter(handle))][()]
+    with h5py.File(tmp_path / "odd.hdf5", "w") as handle:
+        for name, value in {"a": good, "b": good[:100], "c": b"<html>not found</html>", "d": good}.items(): handle[name] = np.bytes_(value)
+    from dermlab.data import IsicData
+    data = IsicData(pd.DataFrame({"image_id": list("abcd"), "target": [0, 1, 0, 1]}), Hdf5Images(tmp_path / "odd.hdf5"), tmp_path)
+    with pytest.warns(UserWarning, match="skipped 2 unreadable images"):
+        seen = np.concatenate([b.numpy() for b in make_image_dataset(data, outputs=("index",), shuffle=False)])
+    assert sorted(seen) == [0, 3] and set(data.images.skipped) == {"b", "c"}
+
+# --- encoder, splits, pipeline ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def phantom(phantom_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LabelLeakWarning)
+        return load_isic(phantom_dir)
+
+def test_encoder_roundtrip_and_training_only_statistics(phantom, tmp_path):
+    split = split_by_patient(phantom.table, seed=0)
+    train = phantom.table[split == "train"]
+    encoder = TabularEncoder().fit(train)
+    assert encoder.statistics["age"]["mean"] == pytest.approx(train.age.fillna(train.age.median()).mean())
+    reloaded = TabularEncoder.load(encoder.save(tmp_path / "encoder.json"))
+    assert np.array_equal(reloaded.transform(phantom.table), encoder.transform(phantom.table))
+    assert "pickle" not in (tmp_path / "encoder.json").read_text() and (tmp_path / "encoder.json").read_text().startswith("{")
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_no_patient_crosses_splits(phantom, seed):
+    split = split_by_patient(phantom.table, seed=seed)
+    assert_no_group_leak(phantom.table, split)
+    patients = {name: set(phantom.table.patient_id[split == name]) for name in ("train", "valid", "test")}
+    assert not (patients["train"] & patients["valid"] or patients["train"] & patients["test"] or patients["valid"] & patients["test"])
+    assert phantom.table.target[split == "test"].sum() > 0 and 0.5 < (split == "train").mean() < 0.85
+
+def test_hospital_split_and_leak_detection(phantom):
+    split = split_by_patient(phantom.table, group="attribution", seed=0)
+    assert_no_group_leak(phantom.table, split, group="attribution")
+    broken = split.copy()
+    first_patient_rows = phantom.table.index[phantom.table.patient_id == phantom.table.patient_id[0]]
+    broken[first_patient_rows[0]] = "test" if broken[first_patient_rows[1]] != "test" else "train"
+    with pytest.raises(DermlabDataError, match="cross splits"): assert_no_group_leak(phantom.table, broken)
+
+def test_pipeline_outputs_and_epochs(phantom):
+    encoder = TabularEncoder().fit(phantom.table)
+    conditions, images, targets = next(iter(make_image_dataset(phantom, encoder, outputs=("conditions", "image", "target"), seed=0)))
+    assert conditions.shape == (16, len(encoder.feature_names)) and images.shape == (16, 64, 64, 3) and targets.shape == (16,)
+    assert -1 <= float(images.numpy().min()) and float(images.numpy().max()) <= 1
+    epoch = lambda seed: np.concatenate([b.numpy() for b in make_image_dataset(phantom, outputs=("index",), seed=seed)])
+    one, two = epoch(0), epoch(0)
+    assert sorted(one) == list(range(len(phantom))) and np.array_equal(one, two) and not np.array_equal(one, epoch(1))
+    with pytest.raises(DermlabDataError, match="needs a fitted TabularEncoder"): make_image_dataset(phantom)
+
+def test_balanced_batches_and_cache(phantom, tmp_path):
+    targets = np.concatenate([t.numpy() for t in make_image_dataset(phantom, outputs=("target",), balance_classes=True, batch_size=50)])
+    assert len(targets) == len(phantom) and 0.4 < targets.mean() < 0.6  # the table has 10% malignant
+    cached = make_image_dataset(phantom, outputs=("index", "image"), cache=tmp_path / "tiles", shuffle=False, batch_size=100)
+    first, second = ([np.concatenate([b[k].numpy() for b in cached]) for k in (0, 1)] for _ in range(2))
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert any(p.name.startswith("tiles") for p in tmp_path.iterdir())
+
+def test_phantom_ita_matches_the_truth(phantom, phantom_dir):
+    truth = pd.read_csv(phantom_dir / "phantom-truth.csv").set_index("isic_id").loc[phantom.table.image_id]
+    assert np.corrcoef(phantom.table.ita, truth.skin_ita)[0, 1] > 0.98
+    dark = phantom.table.skin_tone.isin(["brown", "dark"])
+    assert 0 < dark.mean() < 0.4  # skewed light, with some darker patients
