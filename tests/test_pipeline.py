@@ -7,15 +7,20 @@ import pytest
 from dermlab.pipeline import find_course_notebooks, find_notebooks_folder, main, run_course
 
 def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
-    "The data notebooks (every cell, test cells included) run through papermill in quick mode."
-    folder = run_course(tmp_path / "run", quick=True, notebooks=["00_phantom", "01_data"])
+    "The README's main command: every course notebook, every cell (test cells included), through papermill in quick mode."
+    folder = run_course(tmp_path / "run", quick=True)
     report = json.loads((folder / "run.json").read_text())
-    assert [n["notebook"] for n in report["notebooks"]] == ["00_phantom.ipynb", "01_data.ipynb"]
+    course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
+    assert [n["notebook"] for n in report["notebooks"]] == course and course[:4] == ["00_phantom.ipynb", "01_data.ipynb", "02_gan.ipynb", "03_deconv.ipynb"]
+    assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
     assert report["notebooks"][1]["parameters"]["DATA_DIR"] == str(folder / "phantom")
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
-    executed = nbformat.read(folder / "executed" / "01_data.ipynb", as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
-    assert not any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    for name in course:
+        executed = nbformat.read(folder / "executed" / name, as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells), name
+        assert not any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs), name
+    assert (folder / "02_gan" / "gan_run" / "losses.png").exists() and list((folder / "02_gan" / "gan_run" / "samples").glob("epoch_*.png"))
+    assert (folder / "03_deconv" / "deconv_run" / "history.json").exists()
 
 def test_a_failing_notebook_is_kept_for_reading(tmp_path):
     notebooks = tmp_path / "nbs"
