@@ -174,6 +174,10 @@ def test_balanced_batches_and_cache(phantom, tmp_path):
     first, second = ([np.concatenate([b[k].numpy() for b in cached]) for k in (0, 1)] for _ in range(2))
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert any(p.name.startswith("tiles") for p in tmp_path.iterdir())
+    shuffled = make_image_dataset(phantom, outputs=("index",), cache=True, batch_size=16, seed=1)  # 400 rows: 2 blocks
+    epochs = [np.concatenate([b.numpy() for b in shuffled]) for _ in range(3)]
+    assert all(sorted(e) == list(range(len(phantom))) for e in epochs)  # every row exactly once per epoch
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])  # a new order every epoch
 
 def test_phantom_ita_matches_the_truth(phantom, phantom_dir):
     truth = pd.read_csv(phantom_dir / "phantom-truth.csv").set_index("isic_id").loc[phantom.table.image_id]
