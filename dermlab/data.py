@@ -13,17 +13,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .phantom import (ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_ONLY_COLUMNS, individual_typology_angle,
-                             rgb_to_lab, written_whole)
+from .colour import (SKIN_TONE_GROUPS, SKIN_TONES, UNKNOWN_SKIN_TONE, chardon_category, estimate_skin_colour,
+                            individual_typology_angle, relative_skin_tone, skin_tone_categorical)
+from .phantom import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_ONLY_COLUMNS, written_whole
 
 # %% auto #0
-__all__ = ['SITES', 'SITE_NAMES', 'SKIN_TONES', 'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'LEAKY_COLUMNS', 'ISIC2024_EXTRA_FEATURES',
-           'ISIC2019_CLASSES', 'HAM10000_MALIGNANT', 'READERS', 'DECODE_PARALLELISM', 'CACHE_BLOCK', 'DermlabDataError',
-           'LabelLeakWarning', 'read_csv_checked', 'Hdf5Images', 'FolderImages', 'skin_tone_category',
-           'drop_leaky_columns', 'normalise_site', 'clean_table', 'estimate_skin_lab', 'estimate_skin_tone', 'IsicData',
-           'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'detect_format', 'load_isic',
-           'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak', 'jpeg_scale_for',
-           'make_image_dataset']
+__all__ = ['SITES', 'SITE_NAMES', 'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'NUMERIC_COLUMNS', 'TEXT_COLUMNS', 'LEAKY_COLUMNS',
+           'SKIN_SOURCE_MEASURED', 'SKIN_SOURCE_PHANTOM', 'SKIN_SOURCE_ESTIMATED', 'CHARDON_SOURCES',
+           'ISIC2024_EXTRA_FEATURES', 'ISIC2019_CLASSES', 'HAM10000_MALIGNANT', 'SYNTHETIC_PROVENANCE', 'READERS',
+           'DECODE_PARALLELISM', 'CACHE_BLOCK', 'DermlabDataError', 'LabelLeakWarning', 'read_csv_checked',
+           'Hdf5Images', 'FolderImages', 'canonical_types', 'drop_leaky_columns', 'normalise_site', 'clean_table',
+           'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData', 'read_isic2024', 'read_isic2020',
+           'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format', 'load_isic', 'TabularEncoder',
+           'append_noise', 'split_by_patient', 'assert_no_group_leak', 'jpeg_scale_for', 'make_image_dataset']
 
 # %% ../nbs/01_data.ipynb #923caf44
 class DermlabDataError(ValueError):
@@ -114,9 +116,6 @@ SITE_NAMES = {**{s: s for s in SITES},
               "unknown": None, "": None}
 "Site names found in ISIC 2019/2020/2024 and HAM10000, mapped onto `SITES` (None: unknown)."
 
-SKIN_TONES = ["very light", "light", "intermediate", "tan", "brown", "dark"]
-"ITA categories from lightest to darkest."
-
 LABEL_COLUMNS = ["target", "diagnosis"]
 "Columns of the canonical table that are labels: never model inputs for a classifier."
 
@@ -124,10 +123,22 @@ CANONICAL_COLUMNS = ["image_id", "patient_id", "target", "diagnosis", "age", "se
                      "skin_L", "skin_b", "ita", "skin_tone", "skin_tone_source", "attribution", "licence", "source"]
 "The columns every reader returns (ISIC 2024 adds its `tbp_lv_*` measurements after these)."
 
-def skin_tone_category(ita) -> pd.Categorical:  # ITA in degrees
-    "The usual six ITA categories: very light > 55 >= light > 41 >= intermediate > 28 >= tan > 10 >= brown > -30 >= dark."
-    return pd.cut(pd.Series(ita, dtype=float), [-np.inf, -30, 10, 28, 41, 55, np.inf], labels=SKIN_TONES[::-1]
-                 ).cat.reorder_categories(SKIN_TONES, ordered=True)
+NUMERIC_COLUMNS = ["age", "diameter_mm", "skin_L", "skin_b", "ita"]
+"Canonical columns that hold numbers: float64 in every reader (missing values NaN)."
+
+TEXT_COLUMNS = ["image_id", "patient_id", "diagnosis", "skin_tone_source", "attribution", "licence", "source"]
+"Canonical columns that hold text: Python strings in every reader (missing values NaN)."
+
+def canonical_types(table: pd.DataFrame) -> pd.DataFrame:
+    "The same dtypes from every reader: numbers float64, text str, target Int8, sex/site/skin_tone categoricals with fixed levels."
+    table = table.copy()
+    for c in NUMERIC_COLUMNS: table[c] = pd.to_numeric(table[c], errors="coerce").astype("float64")
+    for c in TEXT_COLUMNS: table[c] = table[c].astype(object).astype(str).where(table[c].notna(), np.nan)
+    table["target"] = pd.to_numeric(table.target, errors="coerce").astype("Int8")
+    table["sex"] = pd.Categorical(table.sex.astype(object), categories=["female", "male"])
+    table["site"] = pd.Categorical(table.site.astype(object), categories=SITES)
+    table["skin_tone"] = skin_tone_categorical(table.skin_tone.astype(object))
+    return table
 
 # %% ../nbs/01_data.ipynb #e511a388
 LEAKY_COLUMNS = [c for c in ISIC2024_TRAIN_ONLY_COLUMNS if c != "target"] + ["dx", "dx_type", "benign_malignant"]
@@ -164,39 +175,53 @@ def clean_table(table: pd.DataFrame,  # canonical columns, raw types
     table["sex"] = pd.Categorical(sex.where(sex.isin(["female", "male"])), categories=["female", "male"])
     table["site"] = normalise_site(table.site, where)
     table["target"] = pd.to_numeric(table.target, errors="coerce").astype("Int8")
-    table["skin_tone"] = skin_tone_category(table.ita).to_numpy()
     return table.reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #baa38313
-def estimate_skin_lab(image: np.ndarray,  # RGB uint8 image of a lesion
-                      border: float = 0.15,  # share of the side taken as the skin ring
-                     ) -> np.ndarray:
-    "Estimate the skin's CIELAB colour from the image border, ignoring the darkest pixels."
-    height, width = image.shape[:2]
-    rows, cols = int(height * border) or 1, int(width * border) or 1
-    ring = np.concatenate([image[:rows].reshape(-1, 3), image[-rows:].reshape(-1, 3),
-                           image[:, :cols].reshape(-1, 3), image[:, -cols:].reshape(-1, 3)])
-    lab = rgb_to_lab(ring)
-    lab = lab[lab[:, 0] > 15]  # dermoscope vignette
-    if len(lab) == 0: return np.full(3, np.nan)
-    return np.median(lab[lab[:, 0] >= np.quantile(lab[:, 0], 0.25)], axis=0)
+SKIN_SOURCE_MEASURED = "tbp_lv_Lext/tbp_lv_Bext (measured by the 3D body scanner)"
+SKIN_SOURCE_PHANTOM = "phantom skin colour as rendered (CIELAB, D65)"
+SKIN_SOURCE_ESTIMATED = "estimated from image pixels (Shades of Gray towards skin, median of healthy skin)"
+CHARDON_SOURCES = [SKIN_SOURCE_PHANTOM]
+"Skin-colour sources calibrated for Chardon's categories; every other source is grouped in thirds of its dataset's ITA."
 
 def estimate_skin_tone(table: pd.DataFrame,  # canonical table
                        images,  # `Hdf5Images` or `FolderImages`
                        progress: bool = True,  # show a progress bar
                       ) -> pd.DataFrame:
-    "Fill `skin_L`, `skin_b`, `ita` and `skin_tone` from image pixels where they are missing."
+    "Fill `skin_L`, `skin_b`, `ita` and `skin_tone_source` from image pixels where `skin_L` is missing."
     from tqdm import tqdm
     table, todo = table.copy(), table.index[table.skin_L.isna()]
     for row in tqdm(todo, disable=not progress, desc="estimating skin tone"):
+        image_id = table.at[row, "image_id"]
         try:
-            picture = Image.open(io.BytesIO(images.read([table.at[row, "image_id"]])[0]))
-            picture.draft("RGB", (128, 128))  # decode a reduced JPEG: much faster, the same median colour
-            lab = estimate_skin_lab(np.asarray(picture.convert("RGB")))
-        except (OSError, SyntaxError): continue  # unreadable images are counted by the pipeline
-        table.loc[row, ["skin_L", "skin_b", "skin_tone_source"]] = [lab[0], lab[2], "estimated from image pixels"]
-    table["ita"] = individual_typology_angle(table.skin_L, table.skin_b)
-    table["skin_tone"] = skin_tone_category(table.ita).to_numpy()
+            picture = Image.open(io.BytesIO(images.read([image_id])[0]))
+            picture.draft("RGB", (160, 160))  # decode a reduced JPEG: much faster, the same median colour
+            estimate = estimate_skin_colour(np.asarray(picture.convert("RGB")))
+        except (OSError, SyntaxError, ValueError) as error:
+            table.at[row, "skin_tone_source"] = f"unknown: image unreadable ({type(error).__name__})"
+            continue
+        if estimate["reason"]:
+            table.at[row, "skin_tone_source"] = f"unknown: {estimate['reason']}"
+        else:
+            table.loc[row, ["skin_L", "skin_b", "skin_tone_source"]] = [estimate["skin_L"], estimate["skin_b"], SKIN_SOURCE_ESTIMATED]
+    return table
+
+def assign_skin_tone_groups(table: pd.DataFrame) -> pd.DataFrame:
+    "Compute `ita`; group it by Chardon's categories for calibrated sources, in thirds of the dataset's ITA otherwise; say which."
+    table = table.copy()
+    table["skin_L"], table["skin_b"] = pd.to_numeric(table.skin_L), pd.to_numeric(table.skin_b)
+    table["ita"] = individual_typology_angle(table.skin_L, table.skin_b.where(table.skin_b >= 5.0))  # b* near 0: no ITA
+    source = table.skin_tone_source.astype(object).fillna("unknown: not in this dataset")
+    known = table.ita.notna()
+    source = source.where(known | source.str.startswith("unknown"), "unknown: skin b* near zero or negative, ITA undefined")
+    calibrated = source.isin(CHARDON_SOURCES)
+    groups = pd.Series(UNKNOWN_SKIN_TONE, index=table.index, dtype=object)
+    groups[calibrated] = np.asarray(chardon_category(table.ita[calibrated]), dtype=object)
+    relative = known & ~calibrated
+    groups[relative] = np.asarray(relative_skin_tone(table.ita[relative]), dtype=object)
+    table["skin_tone"] = skin_tone_categorical(groups)
+    table["skin_tone_source"] = np.where(calibrated & known, source + "; groups: Chardon's ITA categories",
+                                         np.where(relative, source + "; groups: thirds of this dataset's ITA", source))
     return table
 
 # %% ../nbs/01_data.ipynb #10eb5cc6
@@ -247,6 +272,10 @@ def read_isic2024(folder: str | Path,  # a folder in the Kaggle ISIC 2024 layout
     "Read ISIC 2024 (or a dermlab phantom set): `<split>-metadata.csv` with `<split>-image.hdf5` or `<split>-image/image/`."
     folder = Path(folder)
     csv = folder / f"{split}-metadata.csv"
+    other = {"train": "test", "test": "train"}.get(split)
+    if not csv.is_file() and other and (folder / f"{other}-metadata.csv").is_file():
+        raise DermlabDataError(f"{csv}: file not found; this folder holds the ISIC 2024 {other} split (split='{other}')"
+                               + (", whose images have no labels" if other == "test" else ""))
     required = ["isic_id", "patient_id", "age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm",
                 "tbp_lv_Lext", "tbp_lv_Bext"] + (["target"] if split == "train" else [])
     raw = read_csv_checked(csv, required)
@@ -257,13 +286,12 @@ def read_isic2024(folder: str | Path,  # a folder in the Kaggle ISIC 2024 layout
                                  age="age_approx", sex="sex", site="anatom_site_general", diameter_mm="clin_size_long_diam_mm",
                                  skin_L="tbp_lv_Lext", skin_b="tbp_lv_Bext", attribution="attribution", licence="copyright_license"),
                        dict(source="phantom", licence="CC0-1.0") if phantom else dict(source="isic2024"))
-    table["ita"] = individual_typology_angle(table.skin_L, table.skin_b)
-    table["skin_tone_source"] = "tbp_lv_Lext/tbp_lv_Bext"
+    table["skin_tone_source"] = SKIN_SOURCE_PHANTOM if phantom else SKIN_SOURCE_MEASURED
     table = pd.concat([table, raw[[c for c in ISIC2024_EXTRA_FEATURES if c in raw]]], axis=1)
     hdf5 = folder / f"{split}-image.hdf5"
     images = Hdf5Images(hdf5) if hdf5.exists() else FolderImages(folder / f"{split}-image" / "image")
-    table = clean_table(table, csv.name)
-    return IsicData(_check_images_present(table, images, missing_images), images, folder)
+    table = _check_images_present(clean_table(table, csv.name), images, missing_images)
+    return IsicData(canonical_types(assign_skin_tone_groups(table)), images, folder)
 
 # %% ../nbs/01_data.ipynb #4985bdba
 def read_isic2020(folder: str | Path,  # the Kaggle SIIM-ISIC 2020 folder (train.csv, jpeg/train/)
@@ -287,7 +315,8 @@ def _finish_folder_dataset(table: pd.DataFrame, images: FolderImages, csv: Path,
     table = clean_table(table, csv.name)
     table = _check_images_present(table, images, missing_images)
     if skin_tone: table = estimate_skin_tone(table, images, progress=len(table) > 2000)
-    return IsicData(table, images, csv.parent)
+    else: table["skin_tone_source"] = "unknown: not estimated (skin_tone=False)"
+    return IsicData(canonical_types(assign_skin_tone_groups(table)), images, csv.parent)
 
 ISIC2019_CLASSES = {"MEL": "melanoma", "NV": "nevus", "BCC": "basal cell carcinoma", "AK": "actinic keratosis",
                     "BKL": "benign keratosis", "DF": "dermatofibroma", "VASC": "vascular lesion",
@@ -329,7 +358,25 @@ def read_ham10000(folder: str | Path,  # folder with HAM10000_metadata.csv and t
     return _finish_folder_dataset(table, FolderImages(folder), csv, missing_images, skin_tone)
 
 # %% ../nbs/01_data.ipynb #afb2b2df
-_SIGNATURES = [("isic2024", "train-metadata.csv"), ("isic2024", "test-metadata.csv"),
+SYNTHETIC_PROVENANCE = ["synthetic", "generator", "generator_version", "seed", "condition_source_id"]
+"Columns every synthetic set carries: what made each image, and from which real record."
+
+def read_synthetic(folder: str | Path,  # a folder written by `save_synthetic_set`
+                   missing_images: str = "error",
+                  ) -> IsicData:
+    "Read a synthetic set: `synthetic-metadata.csv` with `synthetic-image.hdf5`, provenance columns kept."
+    folder = Path(folder)
+    csv = folder / "synthetic-metadata.csv"
+    raw = read_csv_checked(csv, ["image_id"] + SYNTHETIC_PROVENANCE)
+    table = raw.reindex(columns=list(dict.fromkeys(CANONICAL_COLUMNS + list(raw.columns))))
+    table["source"] = "synthetic: " + raw.generator.astype(str)
+    asked = raw.skin_tone_source.astype(object).fillna("unknown") if "skin_tone_source" in raw else "unknown"
+    table["skin_tone_source"] = "requested in the record, not measured on the image: " + pd.Series(asked, index=raw.index).astype(str)
+    images = Hdf5Images(folder / "synthetic-image.hdf5")
+    table = _check_images_present(clean_table(table, csv.name), images, missing_images)
+    return IsicData(canonical_types(table), images, folder)
+
+_SIGNATURES = [("synthetic", "synthetic-metadata.csv"), ("isic2024", "train-metadata.csv"), ("isic2024", "test-metadata.csv"),
                ("isic2019", "ISIC_2019_Training_GroundTruth.csv"), ("ham10000", "HAM10000_metadata.csv"),
                ("isic2020", "train.csv"), ("isic2020", "test.csv")]
 
@@ -342,7 +389,8 @@ def detect_format(folder: str | Path) -> tuple[str, Path]:
             if (candidate / marker).is_file(): return name, candidate
     raise DermlabDataError(f"{folder}: no ISIC layout found (looked for {sorted({m for _, m in _SIGNATURES})} here and one level down)")
 
-READERS = {"isic2024": read_isic2024, "isic2020": read_isic2020, "isic2019": read_isic2019, "ham10000": read_ham10000}
+READERS = {"isic2024": read_isic2024, "isic2020": read_isic2020, "isic2019": read_isic2019, "ham10000": read_ham10000,
+           "synthetic": read_synthetic}
 "The reader for each layout `detect_format` knows."
 
 def load_isic(folder: str | Path,  # e.g. /kaggle/input/isic-2024-challenge, or a phantom set
@@ -362,10 +410,23 @@ class TabularEncoder:
     categorical: list = field(default_factory=lambda: ["sex", "site", "target"])
     unknown: str = "error"  # or "missing": what to do with a category value not seen in training
     statistics: dict = field(default_factory=dict)  # learnt by `fit`
+    left_out: list = field(default_factory=list)  # record columns this dataset has no values for (see `for_table`)
 
     def __post_init__(self):
         leaky = [c for c in self.numeric + self.categorical if c in LEAKY_COLUMNS or c == "diagnosis"]
         if leaky: raise DermlabDataError(f"TabularEncoder: columns {leaky} leak the label and cannot be features")
+
+    @classmethod
+    def for_table(cls, table: pd.DataFrame,  # the training rows
+                  **options,  # numeric=..., categorical=..., unknown=... (defaults: the standard record)
+                 ) -> TabularEncoder:
+        "An encoder of the record's columns that this table has values for (HAM10000 has no diameter), fit on it; `left_out` names the others."
+        encoder = cls(**options)
+        empty = [c for c in encoder.numeric + encoder.categorical if c not in table or table[c].isna().all()]
+        encoder.numeric = [c for c in encoder.numeric if c not in empty]
+        encoder.categorical = [c for c in encoder.categorical if c not in empty]
+        encoder.left_out = empty
+        return encoder.fit(table)
 
     def fit(self, table: pd.DataFrame) -> TabularEncoder:
         "Learn medians, means, standard deviations and categories from the training rows."
@@ -421,8 +482,8 @@ class TabularEncoder:
         "Write the encoder as JSON (written whole)."
         path = Path(path)
         with written_whole(path) as partial:
-            partial.write_text(json.dumps({"numeric": self.numeric, "categorical": self.categorical,
-                                           "unknown": self.unknown, "statistics": self.statistics}, indent=2))
+            partial.write_text(json.dumps({"numeric": self.numeric, "categorical": self.categorical, "unknown": self.unknown,
+                                           "statistics": self.statistics, "left_out": self.left_out}, indent=2))
         return path
 
     @classmethod

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 import dermlab
-from .data import DermlabDataError, IsicData, TabularEncoder, estimate_skin_lab, make_image_dataset
-from .phantom import individual_typology_angle, rgb_to_lab, written_whole
+from .colour import estimate_skin_colour, individual_typology_angle, rgb_to_lab
+from .data import DermlabDataError, IsicData, TabularEncoder, make_image_dataset
+from .phantom import written_whole
 
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'AUGMENTATIONS', 'LOSSES', 'ConditionalGenerator', 'save_synthetic_set',
@@ -464,7 +465,8 @@ def measure_tiles(images: np.ndarray) -> pd.DataFrame:
     from scipy import ndimage
     rows = []
     for image in images:
-        skin = estimate_skin_lab(image)
+        estimate = estimate_skin_colour(image, correct=False)
+        skin = (estimate["skin_L"], estimate["skin_b"]) if np.isfinite(estimate["skin_L"]) else tuple(np.median(rgb_to_lab(image).reshape(-1, 3)[:, [0, 2]], axis=0))
         lightness = ndimage.uniform_filter(rgb_to_lab(image)[..., 0], size=3)  # smooth away skin texture
         margin = image.shape[0] // 6
         centre = lightness[margin:-margin, margin:-margin]
@@ -473,7 +475,7 @@ def measure_tiles(images: np.ndarray) -> pd.DataFrame:
         regions, _ = ndimage.label(lightness < threshold)
         lesion = regions[darkest[0] + margin, darkest[1] + margin]
         area = float((regions == lesion).sum()) if lesion else 0.0
-        rows.append({"lesion_diameter_px": 2 * math.sqrt(area / math.pi), "skin_ita": float(individual_typology_angle(skin[0], skin[2]))})
+        rows.append({"lesion_diameter_px": 2 * math.sqrt(area / math.pi), "skin_ita": float(individual_typology_angle(skin[0], skin[1]))})
     return pd.DataFrame(rows)
 
 def conditional_fidelity(generator: ConditionalGenerator,
@@ -483,12 +485,14 @@ def conditional_fidelity(generator: ConditionalGenerator,
                          n_per_row: int = 2,  # images per requested record
                          seed: int = 0,
                         ) -> dict:
-    "Rank correlation between requested and measured lesion size and skin ITA, over a grid of requests."
+    "Rank correlation between requested and measured lesion size and skin ITA, over a grid of requests; None for what the record lacks."
     grid = pd.DataFrame([(d, i) for d in diameters for i in itas], columns=["diameter_mm", "ita"])
     base = reference.sample(len(grid), replace=len(reference) < len(grid), random_state=seed).reset_index(drop=True)
     requests = base.assign(diameter_mm=grid.diameter_mm, ita=grid.ita)
     measured = measure_tiles(generator.generate(requests, n_per_row=n_per_row, seed=seed))
     asked = requests.loc[requests.index.repeat(n_per_row)].reset_index(drop=True)
     table = pd.concat([asked[["diameter_mm", "ita"]], measured], axis=1)
-    return {"diameter_rank_correlation": float(table.diameter_mm.corr(table.lesion_diameter_px, method="spearman")),
-            "ita_rank_correlation": float(table.ita.corr(table.skin_ita, method="spearman")), "measurements": table}
+    in_record = set(generator.encoder.numeric)  # a column the record lacks cannot be obeyed: no correlation, not a zero
+    correlation = lambda asked, drawn: float(table[asked].corr(table[drawn], method="spearman")) if asked in in_record else None
+    return {"diameter_rank_correlation": correlation("diameter_mm", "lesion_diameter_px"),
+            "ita_rank_correlation": correlation("ita", "skin_ita"), "measurements": table}

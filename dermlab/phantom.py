@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from .colour import individual_typology_angle, lab_to_rgb, rgb_to_lab
+
 # %% auto #0
 __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TEST_COLUMNS', 'MM_PER_PIXEL', 'SUBGROUP_EFFECTS',
-           'written_whole', 'lab_to_rgb', 'rgb_to_lab', 'individual_typology_angle', 'sample_patients',
-           'sample_lesions', 'sample_appearance', 'render_lesion', 'measure_lesion', 'make_phantom_isic']
+           'written_whole', 'sample_patients', 'sample_lesions', 'sample_appearance', 'render_lesion', 'measure_lesion',
+           'make_phantom_isic']
 
 # %% ../nbs/00_phantom.ipynb #49444f65
 ISIC2024_TRAIN_COLUMNS = [
@@ -62,34 +64,6 @@ def written_whole(path: str | Path):  # file or folder to create or replace
     finally:
         if temporary.is_dir(): shutil.rmtree(temporary, ignore_errors=True)
         elif temporary.exists(): temporary.unlink()
-
-# %% ../nbs/00_phantom.ipynb #d443ca98
-_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
-_RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
-                        [0.2126729, 0.7151522, 0.0721750],
-                        [0.0193339, 0.1191920, 0.9503041]])
-
-def lab_to_rgb(lab: np.ndarray) -> np.ndarray:  # (..., 3) CIELAB, D65 white
-    "Convert CIELAB to sRGB as uint8, clipping colours outside the sRGB gamut."
-    lab = np.asarray(lab, dtype=np.float64)
-    fy = (lab[..., 0] + 16) / 116
-    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
-    xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _D65_WHITE
-    linear = np.clip(xyz @ np.linalg.inv(_RGB_TO_XYZ).T, 0, 1)
-    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return np.clip(np.round(srgb * 255), 0, 255).astype(np.uint8)
-
-def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:  # (..., 3) sRGB, uint8 or floats in 0..255
-    "Convert sRGB to CIELAB (D65 white)."
-    srgb = np.asarray(rgb, dtype=np.float64) / 255
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-    xyz = (linear @ _RGB_TO_XYZ.T) / _D65_WHITE
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
-
-def individual_typology_angle(lightness, b_star):  # CIELAB L* and b* (arrays or scalars)
-    "ITA in degrees: atan((L* - 50) / b*) * 180 / pi; larger is lighter skin."
-    return np.degrees(np.arctan((np.asarray(lightness, dtype=float) - 50) / np.asarray(b_star, dtype=float)))
 
 # %% ../nbs/00_phantom.ipynb #ab239e59
 _HOSPITALS = [f"dermlab phantom hospital {letter}" for letter in "ABCDEFG"]

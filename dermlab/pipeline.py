@@ -4,13 +4,16 @@
 
 # %% ../nbs/08_pipeline.ipynb #e865f836
 from __future__ import annotations
-import argparse, json, os, time
+import argparse, json, os, sys, time, warnings
 from pathlib import Path
 
-from .phantom import make_phantom_isic, written_whole
+import dermlab
+from .data import DermlabDataError, IsicData, LabelLeakWarning, load_isic
+from .phantom import SUBGROUP_EFFECTS, make_phantom_isic, written_whole
 
 # %% auto #0
-__all__ = ['find_notebooks_folder', 'find_course_notebooks', 'notebook_parameters', 'parameters_for', 'execute_notebook',
+__all__ = ['MIN_PATIENTS', 'MIN_MALIGNANT', 'MIN_BENIGN', 'SMALL_DATASET', 'find_notebooks_folder', 'find_course_notebooks',
+           'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data', 'execute_notebook',
            'run_course', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #79a16271
@@ -40,6 +43,37 @@ def parameters_for(notebook: Path, run_folder: Path, data_dir: Path, quick: bool
     return {k: v for k, v in offered.items() if k in notebook_parameters(notebook)}
 
 # %% ../nbs/08_pipeline.ipynb #eadb55d8
+MIN_PATIENTS, MIN_MALIGNANT, MIN_BENIGN = 10, 3, 3
+"The least a dataset needs for the course's patient-level train/valid/test splits."
+
+SMALL_DATASET = 500
+"Below this many images a run only demonstrates the plumbing: its results mean nothing."
+
+class SmallDatasetWarning(UserWarning):
+    "The dataset is large enough to run the course, far too small for its results to mean anything."
+
+def check_course_data(folder: str | Path,  # the folder given as `--data`
+                     ) -> IsicData:
+    "Read `folder` as the course will; raise a `DermlabDataError` naming what is wrong if the course cannot run on it."
+    folder = Path(folder)
+    if not folder.exists(): raise DermlabDataError(f"{folder}: folder not found")
+    if not folder.is_dir(): raise DermlabDataError(f"{folder}: not a folder (give the folder that holds the dataset)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LabelLeakWarning)
+        data = load_isic(folder)
+    labelled = data.table[data.table.target.notna()]
+    if labelled.empty: raise DermlabDataError(f"{data.folder}: no image has a label (target): the course trains on labelled images")
+    patients, malignant = labelled.patient_id.nunique(), int((labelled.target == 1).sum())
+    benign = len(labelled) - malignant
+    if patients < MIN_PATIENTS or malignant < MIN_MALIGNANT or benign < MIN_BENIGN:
+        raise DermlabDataError(f"{data.folder}: too small for the course's patient-level splits: it needs at least {MIN_PATIENTS} patients, "
+                               f"{MIN_MALIGNANT} malignant and {MIN_BENIGN} benign images, and has {patients} patients, "
+                               f"{malignant} malignant and {benign} benign")
+    if len(data) < SMALL_DATASET:
+        warnings.warn(f"{data.folder}: {len(data)} images are enough to run the course, far too few for its results to mean anything", SmallDatasetWarning)
+    return data
+
+# %% ../nbs/08_pipeline.ipynb #f6853c60
 def execute_notebook(notebook: Path,  # the notebook to run
                      executed: Path,  # where its executed copy goes
                      parameters: dict,  # injected into its `parameters` cell
@@ -51,10 +85,12 @@ def execute_notebook(notebook: Path,  # the notebook to run
     running, failed = executed.with_suffix(".running.ipynb"), executed.with_suffix(".failed.ipynb")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(notebook), str(running), parameters=parameters, kernel_name=kernel,
-                                   cwd=str(notebook.parent), progress_bar=False)
-    except BaseException:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: no TensorFlow start-up logs in the terminal
+        papermill.execute_notebook(str(notebook), str(running), parameters=parameters, kernel_name=kernel, cwd=str(notebook.parent),
+                                   progress_bar=False, extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel transport notices
+    except BaseException as error:
         if running.exists(): os.replace(running, failed)
+        error.notebook, error.executed_copy = notebook.name, failed  # for the one-line message of the command line
         raise
     os.replace(running, executed)
     if failed.exists(): failed.unlink()
@@ -69,6 +105,7 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
                kernel: str = "python3",  # Jupyter kernel to run the notebooks in
               ) -> Path:
     "Execute the course notebooks in order with papermill; return the run folder."
+    if data_dir: check_course_data(data_dir)  # refuse a dataset the course cannot run on before anything is written
     folder = Path(notebooks_folder) if notebooks_folder else find_notebooks_folder()
     course = find_course_notebooks(folder)
     if notebooks:
@@ -94,31 +131,51 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dermlab", description="dermlab: a course on synthetic data for skin-cancer detection "
                                      "(research and teaching only, not a medical device)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the course notebooks end to end with papermill")
+    parser.add_argument("--version", action="version", version=f"dermlab {dermlab.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,phantom}")
+    run = commands.add_parser("run", help="run the course notebooks end to end with papermill",
+                              description="Run the course notebooks in order with papermill; executed copies and outputs go to a run folder.")
     run.add_argument("--quick", action="store_true", help="small sizes and few epochs (minutes on a CPU)")
-    run.add_argument("--data", help="an ISIC folder (default: render the phantom set)")
-    run.add_argument("--out", help="run folder (default: runs/<date-time>)")
-    run.add_argument("--notebooks", nargs="+", help="run only these notebooks (stems such as 01_data)")
-    run.add_argument("--seed", type=int, default=42)
-    phantom = commands.add_parser("phantom", help="render a phantom ISIC set in the ISIC 2024 layout")
-    phantom.add_argument("out_dir")
-    phantom.add_argument("--images", type=int, default=2000)
-    phantom.add_argument("--patients", type=int, default=150)
-    phantom.add_argument("--positive-rate", type=float, default=0.05)
-    phantom.add_argument("--seed", type=int, default=42)
-    phantom.add_argument("--subgroup-effect", default=None)
+    run.add_argument("--data", metavar="DIR", help="an ISIC folder: ISIC 2024, 2020, 2019 or HAM10000 layout, checked before anything runs "
+                     "(default: render the phantom set)")
+    run.add_argument("--out", metavar="DIR", help="run folder (default: runs/<date-time> beside nbs/)")
+    run.add_argument("--notebooks", nargs="+", metavar="NAME", help="run only these notebooks (stems such as 01_data)")
+    run.add_argument("--seed", type=int, default=42, help="random seed of every notebook (default: 42)")
+    phantom = commands.add_parser("phantom", help="render a phantom ISIC set in the ISIC 2024 layout",
+                                  description="Render a phantom ISIC set (rendered test images with known ground truth) in the ISIC 2024 layout.")
+    phantom.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (new, empty, or an earlier phantom set)")
+    phantom.add_argument("--images", type=int, default=2000, help="number of lesion tiles (default: 2000)")
+    phantom.add_argument("--patients", type=int, default=150, help="number of patients, at most --images (default: 150)")
+    phantom.add_argument("--positive-rate", type=float, default=0.05, help="share of malignant tiles, 0 to 1 (default: 0.05)")
+    phantom.add_argument("--seed", type=int, default=42, help="the same seed gives the same files (default: 42)")
+    phantom.add_argument("--subgroup-effect", choices=[k for k in SUBGROUP_EFFECTS if k], help="plant a known bias (default: none)")
     phantom.add_argument("--jpeg-folder", action="store_true", help="also write train-image/image/<isic_id>.jpg")
     return parser
 
-def main(argv: list | None = None) -> int:
-    "Entry point of the `dermlab` command."
-    args = _parser().parse_args(argv)
+def _run(args) -> str:
+    "Carry out a parsed command; return what to print."
     if args.command == "run":
-        folder = run_course(args.out, quick=args.quick, data_dir=args.data, notebooks=args.notebooks, seed=args.seed)
-        print(f"done: executed notebooks and outputs in {folder}")
-    elif args.command == "phantom":
-        folder = make_phantom_isic(args.out_dir, n_images=args.images, n_patients=args.patients, positive_rate=args.positive_rate,
-                                   seed=args.seed, subgroup_effect=args.subgroup_effect, jpeg_folder=args.jpeg_folder, progress=True)
-        print(f"phantom set written to {folder}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LabelLeakWarning)
+            warnings.filterwarnings("always", category=SmallDatasetWarning)
+            warnings.showwarning = lambda message, *_: print(f"dermlab: warning: {message}", file=sys.stderr)
+            folder = run_course(args.out, quick=args.quick, data_dir=args.data, notebooks=args.notebooks, seed=args.seed)
+        return f"done: executed notebooks and outputs in {folder}"
+    folder = make_phantom_isic(args.out_dir, n_images=args.images, n_patients=args.patients, positive_rate=args.positive_rate,
+                               seed=args.seed, subgroup_effect=args.subgroup_effect, jpeg_folder=args.jpeg_folder, progress=True)
+    return f"phantom set written to {folder}"
+
+def main(argv: list | None = None) -> int:
+    "Entry point of the `dermlab` command: 0 done, 1 a notebook failed, 2 bad input (one line, no traceback)."
+    import papermill
+    args = _parser().parse_args(argv)
+    try:
+        print(_run(args))
+    except (DermlabDataError, ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"dermlab: error: {error}", file=sys.stderr)
+        return 2
+    except papermill.PapermillExecutionError as error:
+        print(f"dermlab: error: {getattr(error, 'notebook', 'a notebook')} failed at cell {error.exec_count}: {error.ename}: {error.evalue} "
+              f"(the executed copy, stopped at that cell: {getattr(error, 'executed_copy', 'executed/*.failed.ipynb')})", file=sys.stderr)
+        return 1
     return 0

@@ -11,9 +11,10 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     folder = run_course(tmp_path / "run", quick=True)
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
-    assert [n["notebook"] for n in report["notebooks"]] == course and course[:4] == ["00_phantom.ipynb", "01_data.ipynb", "02_gan.ipynb", "03_deconv.ipynb"]
+    assert [n["notebook"] for n in report["notebooks"]] == course
+    assert course[:5] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "02_gan.ipynb", "03_deconv.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
-    assert report["notebooks"][1]["parameters"]["DATA_DIR"] == str(folder / "phantom")
+    assert report["notebooks"][2]["parameters"]["DATA_DIR"] == str(folder / "phantom")
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
     for name in course:
         executed = nbformat.read(folder / "executed" / name, as_version=4)
@@ -45,3 +46,54 @@ def test_course_notebooks_are_numbered_and_parameterised():
 def test_command_line_renders_a_phantom_set(tmp_path):
     assert main(["phantom", str(tmp_path / "set"), "--images", "10", "--patients", "2"]) == 0
     assert (tmp_path / "set" / "train-image.hdf5").exists()
+
+def test_course_runs_end_to_end_on_the_real_ham10000_sample(realdata, tmp_path, capsys):
+    "dermlab run --quick --data <HAM10000 sample>: every notebook runs on real images; 01_data shows them, not a phantom."
+    assert main(["run", "--quick", "--data", str(realdata / "ham10000_sample"), "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr()
+    assert "far too few for its results to mean anything" in printed.err  # 70 images: a warning, not a refusal
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    course = [p.name for p in find_course_notebooks(find_notebooks_folder()) if p.stem != "00_phantom"]
+    assert [n["notebook"] for n in report["notebooks"]] == course and not (tmp_path / "run" / "phantom").exists()
+    data_notebook = nbformat.read(tmp_path / "run" / "executed" / "01_data.ipynb", as_version=4)
+    shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in data_notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "IsicData(70 images" in shown and "ham10000_sample" in shown
+    gan_notebook = nbformat.read(tmp_path / "run" / "executed" / "02_gan.ipynb", as_version=4)
+    shown = "".join(o.get("text", "") for c in gan_notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "diameter rank correlation not in this dataset" in shown and "not in this dataset, so not in the record: ['diameter_mm']" in shown
+
+def refused(folder, out, capsys) -> str:
+    "Run the course on `folder`; it must be refused in one line, exit code 2, nothing written."
+    assert main(["run", "--quick", "--data", str(folder), "--out", str(out)]) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith("dermlab: error: ") and printed.count("\n") == 1, printed
+    assert not out.exists()  # nothing left behind
+    return printed
+
+@pytest.mark.parametrize("folder, message", [
+    ("isic2024_train_rows", "too small for the course's patient-level splits: it needs at least 10 patients, 3 malignant and 3 benign images, and has 5 patients"),
+    ("isic2024_test", "holds the ISIC 2024 test split"),
+])
+def test_a_real_dataset_the_course_cannot_use_is_refused_in_one_line(realdata, tmp_path, capsys, folder, message):
+    assert message in refused(realdata / folder, tmp_path / "run", capsys)
+
+def test_a_missing_empty_or_unrelated_folder_is_refused_in_one_line(tmp_path, capsys):
+    assert "folder not found" in refused(tmp_path / "no" / "such", tmp_path / "run", capsys)
+    (tmp_path / "empty").mkdir()
+    assert "no ISIC layout found" in refused(tmp_path / "empty", tmp_path / "run", capsys)
+    (tmp_path / "empty" / "notes.txt").write_text("text, not a dataset")
+    assert "no ISIC layout found" in refused(tmp_path / "empty", tmp_path / "run", capsys)
+
+def test_command_line_errors_version_and_help(tmp_path, capsys):
+    assert main(["phantom", str(tmp_path / "set"), "--positive-rate", "2"]) == 2
+    assert capsys.readouterr().err == "dermlab: error: positive_rate=2.0 must lie in [0, 1]\n" and not (tmp_path / "set").exists()
+    assert main(["phantom", str(tmp_path / "set"), "--images", "3", "--patients", "5"]) == 2
+    assert "n_patients (5) <= n_images (3)" in capsys.readouterr().err
+    import dermlab
+    with pytest.raises(SystemExit) as exit: main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"dermlab {dermlab.__version__}"
+    from dermlab.pipeline import _parser
+    commands = next(a for a in _parser()._actions if a.dest == "command").choices
+    assert set(commands) == {"run", "phantom"}
+    for name, command in commands.items():  # every option and argument explains itself in --help
+        assert all(action.help for action in command._actions), [a.dest for a in command._actions if not a.help]
