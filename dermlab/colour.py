@@ -74,8 +74,12 @@ COLOUR_CASTS = {"warm": (1.25, 1.0, 0.7), "cool": (0.8, 1.0, 1.3), "green": (0.8
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:  # sRGB, uint8 or floats in 0..255
     "Undo the sRGB gamma: linear light in 0..1, where a change of light multiplies each channel."
-    encoded = np.asarray(rgb, dtype=np.float64) / 255
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint8: return _SRGB_TO_LINEAR[rgb]  # a table lookup: 256 values, computed once
+    encoded = rgb.astype(np.float64) / 255
     return np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+
+_SRGB_TO_LINEAR = np.where(np.arange(256) / 255 <= 0.04045, np.arange(256) / 255 / 12.92, ((np.arange(256) / 255 + 0.055) / 1.055) ** 2.4)
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:  # linear light, 0..1
     "Apply the sRGB gamma: floats in 0..255 (clipped)."
@@ -149,9 +153,14 @@ def healthy_skin_mask(lab: np.ndarray,  # CIELAB image (height, width, 3)
     band[round(height * border):height - round(height * border), round(width * border):width - round(width * border)] = False
     return usable & ~dark & ~lesion & band
 
+def _lightness(image: np.ndarray) -> np.ndarray:
+    "CIELAB L* of uint8 sRGB pixels, from their luminance (cheaper than a full conversion)."
+    luminance = srgb_to_linear(image) @ LUMINANCE_WEIGHTS
+    return np.where(luminance > (6 / 29) ** 3, 116 * np.cbrt(luminance) - 16, 903.3 * luminance)
+
 def estimate_skin_colour(image: np.ndarray,  # uint8 RGB lesion photograph
                          correct: bool = True,  # remove a colour cast first (Shades of Gray towards skin)
-                         max_side: int = 160,  # larger images are reduced first (speed; the median barely moves)
+                         max_side: int = 128,  # larger images are reduced first (speed; the median barely moves)
                         ) -> dict:
     "Median CIELAB of healthy skin and its ITA; `reason` says why the estimate is not trustworthy (ITA is then NaN)."
     image = np.asarray(image)
@@ -161,7 +170,7 @@ def estimate_skin_colour(image: np.ndarray,  # uint8 RGB lesion photograph
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
     gains = np.ones(3)
-    if correct: image, gains = correct_colour_cast(image, "skin", mask=rgb_to_lab(image)[..., 0] > 20)
+    if correct: image, gains = correct_colour_cast(image, "skin", mask=_lightness(image) > 20)
     lab = rgb_to_lab(image)
     mask = healthy_skin_mask(lab)
     lightness, a_star, b_star = np.median(lab[mask], axis=0) if mask.any() else (np.nan,) * 3
