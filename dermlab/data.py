@@ -23,9 +23,10 @@ __all__ = ['SITES', 'SITE_NAMES', 'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'NUMERIC
            'ISIC2024_EXTRA_FEATURES', 'ISIC2019_CLASSES', 'HAM10000_MALIGNANT', 'SYNTHETIC_PROVENANCE', 'READERS',
            'DECODE_PARALLELISM', 'CACHE_BLOCK', 'DermlabDataError', 'LabelLeakWarning', 'read_csv_checked',
            'Hdf5Images', 'FolderImages', 'canonical_types', 'drop_leaky_columns', 'normalise_site', 'clean_table',
-           'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData', 'read_isic2024', 'read_isic2020',
-           'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format', 'load_isic', 'TabularEncoder',
-           'append_noise', 'split_by_patient', 'assert_no_group_leak', 'jpeg_scale_for', 'make_image_dataset']
+           'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData', 'read_isic2024',
+           'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format', 'load_isic',
+           'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak', 'jpeg_scale_for',
+           'make_image_dataset']
 
 # %% ../nbs/01_data.ipynb #923caf44
 class DermlabDataError(ValueError):
@@ -184,14 +185,31 @@ SKIN_SOURCE_ESTIMATED = "estimated from image pixels (Shades of Gray towards ski
 CHARDON_SOURCES = [SKIN_SOURCE_PHANTOM]
 "Skin-colour sources calibrated for Chardon's categories; every other source is grouped in thirds of its dataset's ITA."
 
+def skin_estimate_cache(images) -> Path:
+    "The file keeping this image store's pixel estimates between loads: keyed by the store, its modification time and the estimator's code."
+    import hashlib, inspect
+    import dermlab.colour
+    store = Path(images.path).resolve()
+    stamp = f"{store}|{store.stat().st_mtime_ns}|{hashlib.sha1(inspect.getsource(dermlab.colour).encode()).hexdigest()}"
+    root = Path(os.environ.get("DERMLAB_CACHE") or Path.home() / ".cache" / "dermlab")
+    return root / "skin-estimates" / f"{store.name}-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.csv"
+
 def estimate_skin_tone(table: pd.DataFrame,  # canonical table
                        images,  # `Hdf5Images` or `FolderImages`
                        progress: bool = True,  # show a progress bar
+                       cache: bool = True,  # reuse and keep estimates in `skin_estimate_cache(images)` (`DERMLAB_CACHE` moves it)
                       ) -> pd.DataFrame:
     "Fill `skin_L`, `skin_b`, `ita` and `skin_tone_source` from image pixels where `skin_L` is missing (all cores)."
     from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
-    table, todo = table.copy(), table.index[table.skin_L.isna()]
+    table = table.copy()
+    columns = ["skin_L", "skin_b", "skin_tone_source"]
+    cache_file = skin_estimate_cache(images) if cache else None
+    if cache_file and cache_file.exists():  # estimates of an earlier load of the same, unchanged images by the same code
+        kept = pd.read_csv(cache_file, dtype={"image_id": str}).drop_duplicates("image_id").set_index("image_id")
+        hit = table.skin_L.isna() & table.image_id.isin(kept.index)
+        table.loc[hit, columns] = kept.loc[table.image_id[hit], columns].to_numpy()
+    todo = table.index[table.skin_L.isna() & ~table.skin_tone_source.astype(str).str.startswith("unknown:")]
     def estimate(image_id) -> tuple:  # (skin_L, skin_b, source) of one image
         try:
             picture = Image.open(io.BytesIO(images.read([image_id])[0]))
@@ -203,7 +221,13 @@ def estimate_skin_tone(table: pd.DataFrame,  # canonical table
         return found["skin_L"], found["skin_b"], SKIN_SOURCE_ESTIMATED
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # decoding and numpy release the GIL: the work spreads over cores
         found = list(tqdm(pool.map(estimate, table.image_id[todo]), total=len(todo), disable=not progress, desc="estimating skin tone"))
-    if found: table.loc[todo, ["skin_L", "skin_b", "skin_tone_source"]] = pd.DataFrame(found, index=todo, columns=["skin_L", "skin_b", "skin_tone_source"])
+    if found: table.loc[todo, columns] = pd.DataFrame(found, index=todo, columns=columns)
+    if cache_file and found:
+        try:
+            with written_whole(cache_file) as partial:
+                estimated = table.skin_tone_source.astype(str).str.startswith(("estimated", "unknown:"))
+                table.loc[estimated, ["image_id"] + columns].to_csv(partial, index=False)
+        except OSError as error: warnings.warn(f"{cache_file}: skin estimates not kept for the next load ({error})")
     return table
 
 def assign_skin_tone_groups(table: pd.DataFrame) -> pd.DataFrame:

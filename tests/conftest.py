@@ -19,3 +19,8 @@ def phantom_dir(tmp_path_factory) -> Path:
     from dermlab.phantom import make_phantom_isic
     return make_phantom_isic(tmp_path_factory.mktemp("phantom") / "set", n_images=400, n_patients=60, positive_rate=0.1,
                              seed=11, subgroup_effect="low_contrast_dark_skin", jpeg_folder=True)
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_cache(tmp_path_factory):
+    "Every test session starts with an empty dermlab cache (pixel skin estimates), so no result depends on an earlier run."
+    os.environ["DERMLAB_CACHE"] = str(tmp_path_factory.mktemp("dermlab-cache"))

@@ -56,6 +56,17 @@ def build_isic2020(realdata, tmp_path):
                   "target": (ham.dx == "mel").astype(int)}).to_csv(tmp_path / "train.csv", index=False)
     return tmp_path
 
+def test_pixel_skin_estimates_are_kept_between_loads(realdata, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMLAB_CACHE", str(tmp_path / "cache"))
+    first = load_isic(realdata / "ham10000_sample")
+    assert len(list((tmp_path / "cache" / "skin-estimates").glob("ham10000_sample-*.csv"))) == 1
+    import dermlab.data
+    def estimated_again(*args, **kwargs): raise AssertionError("the cached estimates were not used")
+    monkeypatch.setattr(dermlab.data, "estimate_skin_colour", estimated_again)
+    pd.testing.assert_frame_equal(load_isic(realdata / "ham10000_sample").table, first.table)
+    with pytest.raises(AssertionError, match="not used"):  # without the cache every image is estimated again
+        dermlab.data.estimate_skin_tone(first.table.assign(skin_L=np.nan, skin_tone_source=np.nan), first.images, cache=False)
+
 def test_isic2020_layout(realdata, tmp_path):
     assert detect_format(build_isic2020(realdata, tmp_path))[0] == "isic2020"
     data = load_isic(tmp_path)
