@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .colour import (SKIN_TONE_GROUPS, SKIN_TONES, UNKNOWN_SKIN_TONE, chardon_category, estimate_skin_colour,
+from .colour import (MIN_B_STAR, SKIN_TONE_GROUPS, SKIN_TONES, UNKNOWN_SKIN_TONE, chardon_category, estimate_skin_colour,
                             individual_typology_angle, relative_skin_tone, skin_tone_categorical)
 from .phantom import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_ONLY_COLUMNS, written_whole
 
@@ -214,11 +214,11 @@ def estimate_skin_tone(table: pd.DataFrame,  # canonical table
         try:
             picture = Image.open(io.BytesIO(images.read([image_id])[0]))
             picture.draft("RGB", (128, 128))  # decode a reduced JPEG: much faster, the same median colour
-            found = estimate_skin_colour(np.asarray(picture.convert("RGB")))
+            result = estimate_skin_colour(np.asarray(picture.convert("RGB")))
         except (OSError, SyntaxError, ValueError) as error:
             return np.nan, np.nan, f"unknown: image unreadable ({type(error).__name__})"
-        if found["reason"]: return np.nan, np.nan, f"unknown: {found['reason']}"
-        return found["skin_L"], found["skin_b"], SKIN_SOURCE_ESTIMATED
+        if result["reason"]: return np.nan, np.nan, f"unknown: {result['reason']}"
+        return result["skin_L"], result["skin_b"], SKIN_SOURCE_ESTIMATED
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # decoding and numpy release the GIL: the work spreads over cores
         found = list(tqdm(pool.map(estimate, table.image_id[todo]), total=len(todo), disable=not progress, desc="estimating skin tone"))
     if found: table.loc[todo, columns] = pd.DataFrame(found, index=todo, columns=columns)
@@ -234,7 +234,7 @@ def assign_skin_tone_groups(table: pd.DataFrame) -> pd.DataFrame:
     "Compute `ita`; group it by Chardon's categories for calibrated sources, in thirds of the dataset's ITA otherwise; say which."
     table = table.copy()
     table["skin_L"], table["skin_b"] = pd.to_numeric(table.skin_L), pd.to_numeric(table.skin_b)
-    table["ita"] = individual_typology_angle(table.skin_L, table.skin_b.where(table.skin_b >= 5.0))  # b* near 0: no ITA
+    table["ita"] = individual_typology_angle(table.skin_L, table.skin_b.where(table.skin_b >= MIN_B_STAR))  # b* near 0: no ITA
     source = table.skin_tone_source.astype(object).fillna("unknown: not in this dataset")
     known = table.ita.notna()
     source = source.where(known | source.str.startswith("unknown"), "unknown: skin b* near zero or negative, ITA undefined")
@@ -394,8 +394,8 @@ def read_synthetic(folder: str | Path,  # a folder written by `save_synthetic_se
     raw = read_csv_checked(csv, ["image_id"] + SYNTHETIC_PROVENANCE)
     table = raw.reindex(columns=list(dict.fromkeys(CANONICAL_COLUMNS + list(raw.columns))))
     table["source"] = "synthetic: " + raw.generator.astype(str)
-    asked = raw.skin_tone_source.astype(object).fillna("unknown") if "skin_tone_source" in raw else "unknown"
-    table["skin_tone_source"] = "requested in the record, not measured on the image: " + pd.Series(asked, index=raw.index).astype(str)
+    asked = raw.get("skin_tone_source", pd.Series("unknown", index=raw.index)).astype(object).fillna("unknown").astype(str)
+    table["skin_tone_source"] = "requested in the record, not measured on the image: " + asked
     images = Hdf5Images(folder / "synthetic-image.hdf5")
     table = _check_images_present(clean_table(table, csv.name), images, missing_images)
     return IsicData(canonical_types(table), images, folder)

@@ -465,9 +465,10 @@ def measure_tiles(images: np.ndarray) -> pd.DataFrame:
     from scipy import ndimage
     rows = []
     for image in images:
-        estimate = estimate_skin_colour(image, correct=False)
-        skin = (estimate["skin_L"], estimate["skin_b"]) if np.isfinite(estimate["skin_L"]) else tuple(np.median(rgb_to_lab(image).reshape(-1, 3)[:, [0, 2]], axis=0))
-        lightness = ndimage.uniform_filter(rgb_to_lab(image)[..., 0], size=3)  # smooth away skin texture
+        lab, estimate = rgb_to_lab(image), estimate_skin_colour(image, correct=False)
+        skin = (estimate["skin_L"], estimate["skin_b"])
+        if not np.isfinite(skin[0]): skin = tuple(np.median(lab.reshape(-1, 3)[:, [0, 2]], axis=0))  # no skin found: the whole tile
+        lightness = ndimage.uniform_filter(lab[..., 0], size=3)  # smooth away skin texture
         margin = image.shape[0] // 6
         centre = lightness[margin:-margin, margin:-margin]
         darkest = np.unravel_index(np.argmin(centre), centre.shape)
