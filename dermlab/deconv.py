@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
-from .gan import ConditionalGenerator, _keras, fixed_records, restore_run, sample_diversity, save_figure
+from .evaluate import sample_diversity
+from .generators import ConditionalGenerator, TrainingRun
 
 # %% auto #0
-__all__ = ['DeconvConfig', 'build_deconv_decoder', 'DeconvGenerator', 'save_pixel_loss_curve', 'image_sharpness']
+__all__ = ['DECONV_CURVES', 'DeconvConfig', 'build_deconv_decoder', 'DeconvGenerator']
 
 # %% ../nbs/03_deconv.ipynb #810e848c
 @dataclass
@@ -30,7 +30,8 @@ class DeconvConfig:
 
 def build_deconv_decoder(condition_dim: int, config: DeconvConfig):
     "Record + noise -> image in [-1, 1] through a stack of Conv2DTranspose layers."
-    keras, layers = _keras(), _keras().layers
+    import keras
+    layers = keras.layers
     conditions, noise = keras.Input((condition_dim,), name="conditions"), keras.Input((config.noise_dim,), name="noise")
     channels = config.channels
     x = layers.Dense(4 * 4 * channels, activation="relu")(layers.Concatenate()([conditions, noise]))
@@ -47,15 +48,13 @@ class DeconvGenerator(ConditionalGenerator):
     kind = "deconv_baseline"
 
     def __init__(self, encoder: TabularEncoder, config: DeconvConfig = None):
-        import tensorflow as tf
-        keras = _keras()
+        import keras
         config = config or DeconvConfig()
         self.deconv_config = config
         network = build_deconv_decoder(len(encoder.feature_names), config)
         network.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=config.pixel_loss)
         network.optimizer.build(network.trainable_variables)  # slots must exist before a checkpoint restores them
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        super().__init__(encoder, network, config.image_size, config.noise_dim, asdict(config))
+        super().__init__(encoder, network, config.image_size, (config.noise_dim,), asdict(config))
 
     def _with_noise(self, dataset):
         "Pair each record with fresh noise: ((conditions, noise), image)."
@@ -63,44 +62,28 @@ class DeconvGenerator(ConditionalGenerator):
         noise_dim, seed = self.noise_dim, self.deconv_config.seed
         return dataset.map(lambda c, x: ((c, tf.random.normal((tf.shape(c)[0], noise_dim), seed=seed)), x))
 
+    @property
+    def noise_dim(self) -> int: return self.noise_shape[0]
+
     def fit(self, data: IsicData,  # training split
             epochs: int,  # train until this many epochs are done in total
             run_dir: str | Path,  # checkpoints, samples, curves and history go here
-            verbose: int = 2,  # Keras verbosity: 2 prints one line per epoch
+            progress: bool = True,  # Keras prints one line per epoch (verbose=2)
+            steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
            ) -> pd.DataFrame:
         "Train with `model.fit`, resuming from the last checkpoint in `run_dir`; return the history."
-        import tensorflow as tf
-        keras, config = _keras(), self.deconv_config
-        run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = tf.train.Checkpoint(network=self.network, optimizer=self.network.optimizer, epoch=self.epoch)
-        manager, history = restore_run(checkpoint, self.epoch, run_dir)
-        records = fixed_records(data.table, seed=config.seed)
+        self.check_trainable()
+        config = self.deconv_config
+        run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=DECONV_CURVES,
+                          checkpointed={"network": self.network, "optimizer": self.network.optimizer})
         dataset = self._with_noise(make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
                                                       drop_remainder=True, seed=config.seed)).repeat()
-        steps_per_epoch = max(len(data) // config.batch_size, 1)  # a stream of unknown length: tell Keras where an epoch ends
+        statistics = lambda logs: {"pixel_loss": float(logs["loss"]), **sample_diversity(self, run.records, seed=config.seed)}
+        steps = lambda: int(self.network.optimizer.iterations.numpy())
+        self.network.fit(dataset, epochs=epochs, initial_epoch=run.epochs_done, shuffle=False, verbose=2 if progress else 0,
+                         steps_per_epoch=steps_per_epoch or max(len(data) // config.batch_size, 1),  # a repeated stream: say where an epoch ends
+                         callbacks=[run.keras_callback(statistics, steps)])
+        return pd.DataFrame(run.history)
 
-        def end_of_epoch(epoch, logs):
-            history.append({"epoch": epoch + 1, "pixel_loss": float(logs["loss"]), **sample_diversity(self, records, seed=config.seed)})
-            self.record_epoch(epoch + 1, history, records, run_dir, manager, int(self.network.optimizer.iterations.numpy()), config.seed)
-
-        self.network.fit(dataset, epochs=epochs, initial_epoch=int(self.epoch.numpy()), steps_per_epoch=steps_per_epoch, shuffle=False, verbose=verbose,
-                         callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=end_of_epoch)])
-        frame = pd.DataFrame(history)
-        if len(frame): save_pixel_loss_curve(frame, run_dir / "losses.png")
-        return frame
-
-def save_pixel_loss_curve(history: pd.DataFrame, path: Path):
-    "Plot the pixel loss per epoch (written whole)."
-    import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(4.5, 3))
-    history.plot(x="epoch", y="pixel_loss", ax=axis, marker=".", legend=False)
-    axis.set_title("pixel loss (mean absolute error)")
-    figure.tight_layout()
-    save_figure(figure, path)
-
-# %% ../nbs/03_deconv.ipynb #d256f13e
-def image_sharpness(images: np.ndarray) -> float:
-    "Mean absolute Laplacian response of uint8 images (higher: more edges and texture)."
-    from scipy import ndimage
-    grey = images.astype(np.float32).mean(axis=-1) / 255
-    return float(np.mean([np.abs(ndimage.laplace(g)).mean() for g in grey]))
+DECONV_CURVES = {"pixel loss (mean absolute error)": ["pixel_loss"], "diversity of the fixed records' images": ["noise_diversity", "condition_diversity"]}
+"The panels of a baseline run's `curves.png`."

@@ -4,126 +4,21 @@
 
 # %% ../nbs/02_gan.ipynb #a44651fc
 from __future__ import annotations
-import hashlib, io, json, math, warnings
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-import dermlab
-from .colour import estimate_skin_colour, individual_typology_angle, rgb_to_lab
-from .data import DermlabDataError, IsicData, TabularEncoder, make_image_dataset
-from .phantom import written_whole
+from .data import IsicData, TabularEncoder, make_image_dataset
+from .evaluate import sample_diversity
+from .generators import CompiledStep, ConditionalGenerator, TrainingRun
 
 # %% auto #0
-__all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'AUGMENTATIONS', 'LOSSES', 'ConditionalGenerator', 'save_synthetic_set',
-           'GanConfig', 'build_generator', 'build_discriminator', 'diff_augment', 'GanTrainingWarning',
-           'ConditionalGan', 'sample_diversity', 'diagnose_epoch', 'fixed_records', 'save_figure', 'save_sample_grid',
-           'save_loss_curves', 'restore_run', 'measure_tiles', 'conditional_fidelity']
-
-# %% ../nbs/02_gan.ipynb #d2a1a9e5
-def _keras():
-    "Import Keras lazily: importing dermlab must stay fast when only the data tools are needed."
-    import keras
-    return keras
-
-class ConditionalGenerator:
-    "The interface all dermlab generators share: fit, generate, save, load; the encoder travels with the network."
-    kind = "generator"
-
-    def __init__(self, encoder: TabularEncoder, network, image_size: int, noise_dim: int, config: dict | None = None):
-        self.encoder, self.network, self.image_size, self.noise_dim = encoder, network, image_size, noise_dim
-        self.config, self.trained_steps = dict(config or {}), 0
-
-    def fit(self, data: IsicData, epochs: int, run_dir: str | Path, **options):
-        raise NotImplementedError(f"this {self.kind} was loaded for generation only: to train on, build the model again "
-                                  "(ConditionalGan, DeconvGenerator) and call fit with the run folder that holds its checkpoints")
-
-    @property
-    def version(self) -> str:
-        "Name, dermlab version and a fingerprint of the configuration and training steps."
-        fingerprint = hashlib.sha1(json.dumps([self.config, self.trained_steps], sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return f"{self.kind}-{dermlab.__version__}-{fingerprint}"
-
-    def record_epoch(self, epoch: int, history: list, records: pd.DataFrame, run_dir: Path, manager, steps: int, seed: int):
-        "After an epoch: sample grid of the fixed records, history.json, the epoch counter and a checkpoint."
-        self.trained_steps = steps
-        save_sample_grid(self.generate(records, seed=seed), run_dir / "samples" / f"epoch_{epoch:03d}.png",
-                         columns=len(records), title=f"{self.kind}, epoch {epoch}: fixed records, fixed noise")
-        with written_whole(run_dir / "history.json") as partial: partial.write_text(json.dumps(history, indent=1))
-        self.epoch.assign(epoch)
-        manager.save(checkpoint_number=epoch)
-
-    def noise(self, n: int, seed: int) -> np.ndarray:
-        "Standard normal noise vectors, the same for the same seed."
-        return np.random.default_rng(seed).standard_normal((n, self.noise_dim)).astype(np.float32)
-
-    def generate(self, conditions: pd.DataFrame,  # records with the encoder's columns
-                 n_per_row: int = 1,  # different images per record
-                 seed: int = 0,  # the same seed gives the same images
-                 batch_size: int = 64,
-                ) -> np.ndarray:
-        "Images for each record, as uint8 of shape (len(conditions) * n_per_row, size, size, 3), rows repeated in order."
-        encoded = np.repeat(self.encoder.transform(conditions), n_per_row, axis=0)
-        noise = self.noise(len(encoded), seed)
-        images = [np.asarray(self.network([encoded[i:i + batch_size], noise[i:i + batch_size]], training=False), np.float32)
-                  for i in range(0, len(encoded), batch_size)]  # direct calls: no retracing for each new batch size
-        images = np.concatenate(images) if images else np.zeros((0, self.image_size, self.image_size, 3), np.float32)
-        return np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
-
-    def save(self, folder: str | Path) -> Path:
-        "Write network (Keras format), encoder (JSON) and description (JSON) into `folder`, whole."
-        folder = Path(folder)
-        with written_whole(folder) as partial:
-            partial.mkdir()
-            self.network.save(partial / "generator.keras")
-            self.encoder.save(partial / "encoder.json")
-            (partial / "generator.json").write_text(json.dumps({
-                "kind": self.kind, "version": self.version, "image_size": self.image_size, "noise_dim": self.noise_dim,
-                "trained_steps": self.trained_steps, "config": self.config, "dermlab_version": dermlab.__version__,
-                "note": "generates synthetic, patient-like images for research and teaching; not clinical evidence"}, indent=2))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path) -> ConditionalGenerator:
-        "Read a generator written by `save`, ready to generate (training resumes from checkpoints, not from here)."
-        folder = Path(folder)
-        description = folder / "generator.json"
-        if not description.is_file(): raise DermlabDataError(f"{folder}: no generator.json (not a saved dermlab generator)")
-        info = json.loads(description.read_text())
-        generator = ConditionalGenerator.__new__(ConditionalGenerator)
-        ConditionalGenerator.__init__(generator, TabularEncoder.load(folder / "encoder.json"),
-                                      _keras().models.load_model(folder / "generator.keras"), info["image_size"], info["noise_dim"], info["config"])
-        generator.trained_steps, generator.kind = info["trained_steps"], info["kind"]
-        return generator
-
-# %% ../nbs/02_gan.ipynb #100a2b6b
-def save_synthetic_set(folder: str | Path,  # created or replaced, written whole
-                       images: np.ndarray,  # uint8 images from `generate`
-                       conditions: pd.DataFrame,  # the records, one per image (repeat rows for n_per_row > 1)
-                       generator: ConditionalGenerator,
-                       seed: int,  # the seed passed to `generate`
-                      ) -> Path:
-    "Save generated images in the ISIC 2024 layout, every row and image marked synthetic with its provenance."
-    from PIL import Image
-    if len(images) != len(conditions): raise DermlabDataError(f"{len(images)} images but {len(conditions)} condition rows")
-    folder = Path(folder)
-    provenance = {"synthetic": True, "generator": generator.kind, "generator_version": generator.version, "seed": seed}
-    table = conditions.reset_index(drop=True).rename(columns={"image_id": "condition_source_id"})  # the record it was asked for
-    table.insert(0, "image_id", [f"SYNTH_{seed}_{i:07d}" for i in range(len(table))])
-    for key, value in provenance.items(): table[key] = value
-    with written_whole(folder) as partial:
-        partial.mkdir()
-        table.to_csv(partial / "synthetic-metadata.csv", index=False)
-        with h5py.File(partial / "synthetic-image.hdf5", "w") as store:
-            store.attrs.update({**provenance, "note": "synthetic images: not patient data, not clinical evidence"})
-            for image_id, image in zip(table.image_id, images):
-                buffer = io.BytesIO()
-                Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-                store.create_dataset(image_id, data=np.bytes_(buffer.getvalue())).attrs.update(provenance)
-    return folder
+__all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'FIRST_RECIPE', 'AUGMENTATIONS', 'LOSSES', 'GAN_CURVES', 'GanConfig',
+           'build_generator', 'build_discriminator', 'diff_augment', 'GanTrainingWarning', 'ConditionalGan',
+           'diagnose_epoch']
 
 # %% ../nbs/02_gan.ipynb #c400b1a1
 LOSS_NAMES = ("hinge", "non_saturating")
@@ -138,29 +33,39 @@ class GanConfig:
     noise_dim: int = 64  # length of the noise vector
     generator_channels: int = 256  # channels at 4x4; halved at each doubling of resolution
     discriminator_channels: int = 32  # channels after the first convolution; doubled at each halving
+    discriminator_features: str = "flatten"  # "flatten" keeps where features are; "average" (global pooling) forgets it
     loss: str = "hinge"  # "hinge" or "non_saturating"
-    augmentation: str = "color,translation,cutout"  # DiffAugment policy applied to real and fake images; "" for none
+    augmentation: str = ""  # DiffAugment policy applied to real and fake images, e.g. "translation,color"; "" for none
+    r1_weight: float = 0.1  # gamma of the R1 penalty on the discriminator's gradient at real images; 0 for none
     ema_decay: float = 0.999  # exponential moving average of the generator weights, used for sampling
     generator_learning_rate: float = 2e-4
     discriminator_learning_rate: float = 2e-4
     adam_beta_1: float = 0.0
     adam_beta_2: float = 0.99
-    batch_size: int = 16  # global batch, split across replicas
+    batch_size: int = 32  # global batch, split across replicas
     mixed_precision: bool = False  # float16 compute with loss scaling (for GPUs)
+    jit_compile: bool | str = "auto"  # False: graph; True: XLA; "auto": time both on the first steps and keep the faster
     seed: int = 0
 
     def __post_init__(self):
         if self.image_size < 8 or self.image_size & (self.image_size - 1): raise ValueError(f"image_size={self.image_size}: use a power of two >= 8")
         if self.loss not in LOSS_NAMES: raise ValueError(f"loss={self.loss!r}: choose one of {list(LOSS_NAMES)}")
+        if self.discriminator_features not in ("flatten", "average"):
+            raise ValueError(f"discriminator_features={self.discriminator_features!r}: choose 'flatten' or 'average'")
+        if self.jit_compile not in (False, True, "auto"): raise ValueError(f"jit_compile={self.jit_compile!r}: choose False, True or 'auto'")
         unknown = set(filter(None, self.augmentation.split(","))) - set(AUGMENTATION_NAMES)
         if unknown: raise ValueError(f"augmentation {sorted(unknown)} unknown: choose from {list(AUGMENTATION_NAMES)}")
 
     @property
     def dtype(self) -> str: return "mixed_float16" if self.mixed_precision else "float32"
 
+FIRST_RECIPE = {"discriminator_features": "average", "augmentation": "color,translation,cutout", "r1_weight": 0.0}
+"The settings of this notebook's first version, which did not learn to draw lesions: `GanConfig(**FIRST_RECIPE)` for the ablation."
+
 def build_generator(condition_dim: int, config: GanConfig):
     "Record + noise -> image in [-1, 1] (Keras functional model)."
-    keras, layers = _keras(), _keras().layers
+    import keras
+    layers = keras.layers
     conditions, noise = keras.Input((condition_dim,), name="conditions"), keras.Input((config.noise_dim,), name="noise")
     channels, dtype = config.generator_channels, config.dtype
     x = layers.Dense(4 * 4 * channels, dtype=dtype)(layers.Concatenate(dtype=dtype)([conditions, noise]))
@@ -177,13 +82,15 @@ def build_generator(condition_dim: int, config: GanConfig):
 
 def build_discriminator(condition_dim: int, config: GanConfig):
     "Image + record -> realness logit, with a projection of the record onto the image features."
-    keras, layers = _keras(), _keras().layers
+    import keras
+    layers = keras.layers
     image, conditions = keras.Input((config.image_size, config.image_size, 3), name="image"), keras.Input((condition_dim,), name="conditions")
     x, channels, size, dtype = image, config.discriminator_channels, config.image_size, config.dtype
     while size > 4:
         x = layers.LeakyReLU(0.2, dtype=dtype)(layers.Conv2D(channels, 4, strides=2, padding="same", dtype=dtype)(x))
         size, channels = size // 2, min(channels * 2, 512)
-    features = layers.GlobalAveragePooling2D(dtype="float32")(x)
+    pooling = layers.Flatten if config.discriminator_features == "flatten" else layers.GlobalAveragePooling2D
+    features = pooling(dtype="float32")(x)
     realness = layers.Dense(1, dtype="float32")(features)
     projection = layers.Dot(axes=1, dtype="float32")([layers.Dense(features.shape[-1], use_bias=False, dtype="float32")(conditions), features])
     return keras.Model([image, conditions], layers.Add(dtype="float32", name="logit")([realness, projection]), name="discriminator")
@@ -192,7 +99,7 @@ def build_discriminator(condition_dim: int, config: GanConfig):
 def _color(images, seeds):
     "Random brightness, saturation and contrast, per image."
     import tensorflow as tf
-    keras = _keras()
+    import keras
     batch = (tf.shape(images)[0], 1, 1, 1)
     images = images + (keras.random.uniform(batch, seed=seeds, dtype=images.dtype) - 0.5)
     grey = keras.ops.mean(images, axis=3, keepdims=True)
@@ -203,7 +110,7 @@ def _color(images, seeds):
 def _translation(images, seeds, ratio: float = 0.125):
     "Shift each image by up to `ratio` of its side, filling with zeros."
     import tensorflow as tf
-    keras = _keras()
+    import keras
     batch, size = tf.shape(images)[0], images.shape[1]
     limit = max(int(size * ratio), 1)
     shift = keras.random.randint((batch, 2), -limit, limit + 1, seed=seeds, dtype="int32")
@@ -216,7 +123,7 @@ def _translation(images, seeds, ratio: float = 0.125):
 def _cutout(images, seeds, ratio: float = 0.5):
     "Blank a random square of `ratio` of the side in each image."
     import tensorflow as tf
-    keras = _keras()
+    import keras
     batch, size = tf.shape(images)[0], images.shape[1]
     half = int(size * ratio) // 2
     centre = keras.random.randint((batch, 2), 0, size, seed=seeds, dtype="int32")
@@ -257,8 +164,8 @@ class ConditionalGan(ConditionalGenerator):
                  config: GanConfig = None,
                  strategy=None,  # a tf.distribute strategy (default: the current one)
                 ):
+        import keras
         import tensorflow as tf
-        keras = _keras()
         config = config or GanConfig()
         self.gan_config, self.strategy = config, strategy or tf.distribute.get_strategy()
         condition_dim = len(encoder.feature_names)
@@ -270,13 +177,12 @@ class ConditionalGan(ConditionalGenerator):
             self.generator_optimizer = self._optimizer(config.generator_learning_rate, self.generator)
             self.discriminator_optimizer = self._optimizer(config.discriminator_learning_rate, self.discriminator)
             self.seeds = keras.random.SeedGenerator(config.seed)
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        super().__init__(encoder, self.ema_generator, config.image_size, config.noise_dim, asdict(config))
-        self._compiled_step = None
+        super().__init__(encoder, self.ema_generator, config.image_size, (config.noise_dim,), asdict(config))
+        self.compiled_step = CompiledStep(self.distributed_step, config.jit_compile)
 
     def _optimizer(self, learning_rate: float, network):
         "Adam (wrapped for loss scaling in mixed precision), built now so that its slots exist before a checkpoint restores them."
-        keras = _keras()
+        import keras
         optimizer = keras.optimizers.Adam(learning_rate, beta_1=self.gan_config.adam_beta_1, beta_2=self.gan_config.adam_beta_2)
         if self.gan_config.mixed_precision: optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(network.trainable_variables)
@@ -290,18 +196,31 @@ class ConditionalGan(ConditionalGenerator):
         "Differentiate the (scaled) loss and update `variables`; a LossScaleOptimizer unscales the gradients."
         optimizer.apply(tape.gradient(scaled_loss, variables), variables)
 
+    def _judge_reals(self, reals, conditions):
+        "Discriminator logits of (augmented) real tiles, and each tile's R1 penalty, the squared norm of the logit's gradient."
+        import tensorflow as tf
+        if not self.gan_config.r1_weight: return self.discriminator([reals, conditions], training=True), tf.zeros(tf.shape(reals)[:1])
+        with tf.GradientTape() as inner:
+            inner.watch(reals)
+            logits = self.discriminator([reals, conditions], training=True)
+            total = tf.reduce_sum(logits)  # inside the tape: what is differentiated must be recorded
+        slopes = inner.gradient(total, reals)
+        return logits, tf.reduce_sum(tf.square(tf.cast(slopes, tf.float32)), axis=[1, 2, 3])
+
     def replica_step(self, conditions, images):
         "One training step on one replica's share of the batch; returns global-batch-averaged statistics."
+        import keras
         import tensorflow as tf
-        keras, config = _keras(), self.gan_config
+        config = self.gan_config
         average = lambda per_example: tf.nn.compute_average_loss(tf.reshape(tf.cast(per_example, tf.float32), [-1]), global_batch_size=config.batch_size)
         batch = tf.shape(images)[0]
         noise = keras.random.normal((batch, config.noise_dim), seed=self.seeds)
         with tf.GradientTape() as tape:
             fakes = self.generator([conditions, noise], training=True)
-            real_logits = self.discriminator([diff_augment(images, config.augmentation, self.seeds), conditions], training=True)
+            real_logits, r1_penalty = self._judge_reals(diff_augment(images, config.augmentation, self.seeds), conditions)
             fake_logits = self.discriminator([diff_augment(fakes, config.augmentation, self.seeds), conditions], training=True)
-            discriminator_loss = average(LOSSES[config.loss](real_logits, fake_logits)[0])
+            adversarial = tf.reshape(LOSSES[config.loss](real_logits, fake_logits)[0], [-1])
+            discriminator_loss = average(adversarial + 0.5 * config.r1_weight * r1_penalty)
             scaled_loss = self._scaled(self.discriminator_optimizer, discriminator_loss)
         self._apply(self.discriminator_optimizer, tape, scaled_loss, self.discriminator.trainable_variables)
         noise = keras.random.normal((batch, config.noise_dim), seed=self.seeds)
@@ -311,7 +230,7 @@ class ConditionalGan(ConditionalGenerator):
             generator_loss = average(LOSSES[config.loss](real_logits, fake_logits)[1])
             scaled_loss = self._scaled(self.generator_optimizer, generator_loss)
         self._apply(self.generator_optimizer, tape, scaled_loss, self.generator.trainable_variables)
-        return {"discriminator_loss": discriminator_loss, "generator_loss": generator_loss,
+        return {"discriminator_loss": discriminator_loss, "generator_loss": generator_loss, "r1_penalty": average(r1_penalty),
                 "real_logit": average(real_logits), "fake_logit": average(fake_logits)}
 
     def update_ema(self):
@@ -323,25 +242,13 @@ class ConditionalGan(ConditionalGenerator):
             average.assign(decay * average + (1 - decay) * current)
 
     def distributed_step(self, batch):
-        "Run `replica_step` on every replica, sum their averaged statistics, update the EMA."
+        "Run `replica_step` on every replica, sum their averaged statistics, update the EMA (eager: for learning and debugging)."
         import tensorflow as tf
         statistics = self.strategy.run(self.replica_step, args=batch)
         self.update_ema()
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in statistics.items()}
 
-    def compiled_step(self, batch):
-        "`distributed_step` compiled into one TensorFlow graph (traced on first call)."
-        import tensorflow as tf
-        if self._compiled_step is None: self._compiled_step = tf.function(self.distributed_step)
-        return self._compiled_step(batch)
-
 # %% ../nbs/02_gan.ipynb #db291f90
-def sample_diversity(generator: ConditionalGenerator, conditions: pd.DataFrame, draws: int = 4, seed: int = 0) -> dict:
-    "Pixel std across noise draws of the same record, and across records (images in [0, 1])."
-    images = generator.generate(conditions, n_per_row=draws, seed=seed).astype(np.float32) / 255
-    grouped = images.reshape(len(conditions), draws, -1)
-    return {"noise_diversity": float(grouped.std(axis=1).mean()), "condition_diversity": float(grouped.mean(axis=1).std(axis=0).mean())}
-
 def diagnose_epoch(statistics: dict,  # epoch means of the step statistics, plus the diversities
                    loss: str = "hinge",
                   ) -> list[str]:
@@ -363,137 +270,47 @@ def diagnose_epoch(statistics: dict,  # epoch means of the step statistics, plus
     return signs
 
 # %% ../nbs/02_gan.ipynb #8710d074
-def fixed_records(table: pd.DataFrame, n: int = 8, seed: int = 0) -> pd.DataFrame:
-    "`n` records spread over diameter and skin tone (half of them malignant when possible), the same every epoch."
-    ordered = table.assign(_order=table.diameter_mm.rank(pct=True).fillna(0.5) + table.ita.rank(pct=True).fillna(0.5))
-    picked = [group.sort_values("_order").iloc[np.linspace(0, len(group) - 1, min(len(group), n // 2)).astype(int)]
-              for _, group in ordered.groupby(ordered.target.fillna(0))]
-    records = pd.concat(picked) if picked else ordered
-    if len(records) < n: records = pd.concat([records, ordered.sample(n - len(records), random_state=seed, replace=len(ordered) < n)])
-    return records.head(n).drop(columns="_order").reset_index(drop=True)
-
-def save_figure(figure, path: Path):
-    "Write a matplotlib figure as PNG (written whole) and close it."
-    import matplotlib.pyplot as plt
-    with written_whole(path) as partial: figure.savefig(partial, format="png", dpi=80)
-    plt.close(figure)
-
-def save_sample_grid(images: np.ndarray, path: Path, columns: int, title: str):
-    "Save uint8 images as one grid picture (written whole)."
-    import matplotlib.pyplot as plt
-    rows = math.ceil(len(images) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.4 * rows + 0.4), squeeze=False)
-    for axis in axes.flat: axis.axis("off")
-    for axis, image in zip(axes.flat, images): axis.imshow(image)
-    figure.suptitle(title, fontsize=9)
-    save_figure(figure, path)
-
-def save_loss_curves(history: pd.DataFrame, path: Path):
-    "Plot the losses and logits per epoch (written whole)."
-    import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3))
-    history.plot(x="epoch", y=["discriminator_loss", "generator_loss"], ax=axes[0], marker=".")
-    history.plot(x="epoch", y=["real_logit", "fake_logit"], ax=axes[1], marker=".")
-    axes[0].set_title("losses"); axes[1].set_title("mean discriminator logits")
-    figure.tight_layout()
-    save_figure(figure, path)
-
-# %% ../nbs/02_gan.ipynb #d5dce5d0
-def restore_run(checkpoint,  # a tf.train.Checkpoint of everything training changes, including an `epoch` variable
-                epoch,  # that epoch variable
-                run_dir: Path,  # the run folder: checkpoints/ and history.json
-               ) -> tuple:
-    "Restore the latest checkpoint in `run_dir`, if any; return its CheckpointManager and the history of the epochs done."
-    import tensorflow as tf
-    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"resumed from {manager.latest_checkpoint} (epoch {int(epoch.numpy())})")
-    history_path = run_dir / "history.json"
-    history = json.loads(history_path.read_text())[: int(epoch.numpy())] if history_path.exists() else []
-    return manager, history
+GAN_CURVES = {"losses": ["discriminator_loss", "generator_loss"], "mean discriminator logits": ["real_logit", "fake_logit"],
+              "logit gap (real - fake)": ["logit_gap"]}
+"The panels of a GAN run's `curves.png`."
 
 def _fit(self: ConditionalGan,
          data: IsicData,  # training split (images and records)
          epochs: int,  # train until this many epochs are done in total
          run_dir: str | Path,  # checkpoints, samples, curves and history go here
+         progress: bool = True,  # show a progress bar with the losses, and a line per epoch
          balance_classes: bool = False,  # draw malignant and benign tiles equally often
-         progress: bool = True,  # show a progress bar with the losses
          compiled: bool = True,  # False runs the eager step (slow; for learning and debugging)
-         steps_per_epoch: int | None = None,  # stop each epoch early (for quick runs)
+         steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
         ) -> pd.DataFrame:
     "Train, resuming from the last checkpoint in `run_dir`; return the history (one row per epoch)."
-    import tensorflow as tf
     from tqdm import tqdm  # the text bar: readable in papermill's executed notebooks too
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    self.check_trainable()
     config = self.gan_config
-    checkpoint = tf.train.Checkpoint(generator=self.generator, discriminator=self.discriminator, ema_generator=self.ema_generator,
-                                     generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer,
-                                     seeds=self.seeds.state, epoch=self.epoch)
-    manager, history = restore_run(checkpoint, self.epoch, run_dir)
-    records = fixed_records(data.table, seed=config.seed)
+    run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=GAN_CURVES, checkpointed=dict(
+        generator=self.generator, discriminator=self.discriminator, ema_generator=self.ema_generator,
+        generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer, seeds=self.seeds.state))
     dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
                                  balance_classes=balance_classes, drop_remainder=True, seed=config.seed)
-    distributed = self.strategy.experimental_distribute_dataset(dataset)
-    step = self.compiled_step if compiled else self.distributed_step
     total = steps_per_epoch or max(len(data) // config.batch_size, 1)
-    for epoch in range(int(self.epoch.numpy()), epochs):
-        sums, count = {}, 0
-        bar = tqdm(distributed, total=total, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for batch in bar:
-            statistics = {k: float(v) for k, v in step(batch).items()}
+    batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))  # epochs of `total` steps, whatever the data's size
+    step = self.compiled_step if compiled else self.distributed_step
+    for epoch in range(run.epochs_done, epochs):
+        sums = {}
+        bar = tqdm(range(total), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for _ in bar:
+            statistics = {k: float(v) for k, v in step(next(batches)).items()}
             for k, v in statistics.items(): sums[k] = sums.get(k, 0.0) + v
-            count += 1
             bar.set_postfix(d=f"{statistics['discriminator_loss']:.3f}", g=f"{statistics['generator_loss']:.3f}")
             if not np.isfinite(statistics["discriminator_loss"] + statistics["generator_loss"]):
                 raise FloatingPointError(f"epoch {epoch + 1}: a GAN loss became {statistics}: training diverged; lower the learning rates")
-            if count >= total: break
-        row = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}, **sample_diversity(self, records, seed=config.seed)}
+        row = {k: v / total for k, v in sums.items()}
+        row["logit_gap"] = row["real_logit"] - row["fake_logit"]
+        row.update(sample_diversity(self, run.records, seed=config.seed))
         row["warnings"] = diagnose_epoch(row, config.loss)
         for sign in row["warnings"]: warnings.warn(f"epoch {epoch + 1}: {sign}", GanTrainingWarning)
-        history.append(row)
-        save_loss_curves(pd.DataFrame(history), run_dir / "losses.png")
-        self.record_epoch(epoch + 1, history, records, run_dir, manager, int(self.generator_optimizer.iterations.numpy()), config.seed)
+        row = run.end_epoch(row, int(self.generator_optimizer.iterations.numpy()))
         if progress: print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-    return pd.DataFrame(history)
+    return pd.DataFrame(run.history)
 
 ConditionalGan.fit = _fit
-
-# %% ../nbs/02_gan.ipynb #87bd06a5
-def measure_tiles(images: np.ndarray) -> pd.DataFrame:
-    "Lesion diameter (pixels: the dark region around the darkest central point) and skin ITA (from the border) of uint8 tiles."
-    from scipy import ndimage
-    rows = []
-    for image in images:
-        lab, estimate = rgb_to_lab(image), estimate_skin_colour(image, correct=False)
-        skin = (estimate["skin_L"], estimate["skin_b"])
-        if not np.isfinite(skin[0]): skin = tuple(np.median(lab.reshape(-1, 3)[:, [0, 2]], axis=0))  # no skin found: the whole tile
-        lightness = ndimage.uniform_filter(lab[..., 0], size=3)  # smooth away skin texture
-        margin = image.shape[0] // 6
-        centre = lightness[margin:-margin, margin:-margin]
-        darkest = np.unravel_index(np.argmin(centre), centre.shape)
-        threshold = skin[0] - max(0.5 * (skin[0] - centre[darkest]), 2.0)  # halfway from skin to the darkest point
-        regions, _ = ndimage.label(lightness < threshold)
-        lesion = regions[darkest[0] + margin, darkest[1] + margin]
-        area = float((regions == lesion).sum()) if lesion else 0.0
-        rows.append({"lesion_diameter_px": 2 * math.sqrt(area / math.pi), "skin_ita": float(individual_typology_angle(skin[0], skin[1]))})
-    return pd.DataFrame(rows)
-
-def conditional_fidelity(generator: ConditionalGenerator,
-                         reference: pd.DataFrame,  # real records to vary (other columns are kept)
-                         diameters: tuple = (2.0, 3.0, 4.0, 5.5, 7.0, 9.0),  # requested diameters, mm
-                         itas: tuple = (-25.0, 0.0, 20.0, 35.0, 50.0, 65.0),  # requested skin ITA, degrees
-                         n_per_row: int = 2,  # images per requested record
-                         seed: int = 0,
-                        ) -> dict:
-    "Rank correlation between requested and measured lesion size and skin ITA, over a grid of requests; None for what the record lacks."
-    grid = pd.DataFrame([(d, i) for d in diameters for i in itas], columns=["diameter_mm", "ita"])
-    base = reference.sample(len(grid), replace=len(reference) < len(grid), random_state=seed).reset_index(drop=True)
-    requests = base.assign(diameter_mm=grid.diameter_mm, ita=grid.ita)
-    measured = measure_tiles(generator.generate(requests, n_per_row=n_per_row, seed=seed))
-    asked = requests.loc[requests.index.repeat(n_per_row)].reset_index(drop=True)
-    table = pd.concat([asked[["diameter_mm", "ita"]], measured], axis=1)
-    in_record = set(generator.encoder.numeric)  # a column the record lacks cannot be obeyed: no correlation, not a zero
-    correlation = lambda asked, drawn: float(table[asked].corr(table[drawn], method="spearman")) if asked in in_record else None
-    return {"diameter_rank_correlation": correlation("diameter_mm", "lesion_diameter_px"),
-            "ita_rank_correlation": correlation("ita", "skin_ita"), "measurements": table}

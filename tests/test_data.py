@@ -110,7 +110,7 @@ def test_every_reader_returns_the_same_types(realdata, phantom_dir, tmp_path):
 def test_synthetic_sets_load_like_real_ones(phantom_dir, tmp_path):
     "A folder written by save_synthetic_set reads with load_isic, its provenance kept, so real and synthetic mix in one loader."
     from types import SimpleNamespace
-    from dermlab.gan import save_synthetic_set
+    from dermlab.generators import save_synthetic_set
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelLeakWarning)
         real = load_isic(phantom_dir)

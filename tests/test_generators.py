@@ -9,7 +9,7 @@ import pytest
 from dermlab.data import TabularEncoder, load_isic, make_image_dataset, split_by_patient
 from dermlab.phantom import make_phantom_isic
 
-TINY = dict(image_size=16, batch_size=8, generator_channels=32, discriminator_channels=16, noise_dim=8, seed=0)
+TINY = dict(image_size=16, batch_size=8, generator_channels=32, discriminator_channels=16, noise_dim=8, jit_compile=False, seed=0)
 
 def quiet_load(folder):
     with warnings.catch_warnings():
@@ -17,9 +17,10 @@ def quiet_load(folder):
         return load_isic(folder)
 
 @pytest.fixture(scope="module")
-def fidelity_set(tmp_path_factory):
-    "1,200 phantom tiles, split by patient."
-    data = quiet_load(make_phantom_isic(tmp_path_factory.mktemp("fidelity") / "set", n_images=1200, n_patients=120, seed=3))
+def quick_budget_set(tmp_path_factory):
+    "2,000 phantom tiles (rendered small: they are trained at 32 px), split by patient."
+    data = quiet_load(make_phantom_isic(tmp_path_factory.mktemp("quick") / "set", n_images=2000, n_patients=200,
+                                        image_size_range=(48, 72), seed=7))
     split = split_by_patient(data.table, seed=0)
     return data.subset(split == "train"), data.subset(split != "train")
 
@@ -27,28 +28,92 @@ def fidelity_set(tmp_path_factory):
 def small_set(tmp_path_factory):
     return quiet_load(make_phantom_isic(tmp_path_factory.mktemp("small") / "set", n_images=160, n_patients=16, seed=4))
 
-def test_gan_obeys_its_conditions(fidelity_set, tmp_path):
-    from dermlab.gan import ConditionalGan, GanConfig, conditional_fidelity
-    train, held_out = fidelity_set
-    gan = ConditionalGan(TabularEncoder().fit(train.table), GanConfig(image_size=32, batch_size=16, seed=0))
-    gan.fit(train, epochs=8, run_dir=tmp_path, progress=False)
-    fidelity = conditional_fidelity(gan, held_out.table, n_per_row=4, seed=0)  # 144 images: rho > 0.2 has p < 0.02
-    print({k: v for k, v in fidelity.items() if k.endswith("correlation")})
-    # after 8 CPU epochs the lesions are faint: the diameter correlation was 0.26-0.76 over runs here, skin ITA 0.97-0.99
-    assert fidelity["diameter_rank_correlation"] > 0.2 and fidelity["ita_rank_correlation"] > 0.5
+QUICK_BUDGET = dict(epochs=6, steps_per_epoch=50)  # 300 steps of 32 tiles: the GAN notebook's quick profile
 
-def test_deconv_baseline_obeys_its_conditions_and_ignores_noise(fidelity_set, tmp_path):
+def judged(generator, held_out):
+    "Conditional fidelity and realism against real held-out tiles of the same records."
+    from dermlab.evaluate import compare_with_real, conditional_fidelity, read_tiles
+    real, records = read_tiles(held_out, generator.image_size, n=96)
+    fidelity = conditional_fidelity(generator, held_out.table, n_per_row=2, seed=0)
+    report = {**{k: v for k, v in fidelity.items() if k.endswith("correlation")}, **compare_with_real(generator, real, records)}
+    print({k: round(v, 3) for k, v in report.items()})
+    return report
+
+def test_gan_learns_to_draw_lesions_that_obey_the_record_in_the_quick_budget(quick_budget_set, tmp_path):
+    from dermlab.gan import ConditionalGan, GanConfig
+    train, held_out = quick_budget_set
+    gan = ConditionalGan(TabularEncoder.for_table(train.table), GanConfig(image_size=32, batch_size=32, seed=0))
+    history = gan.fit(train, run_dir=tmp_path, progress=False, **QUICK_BUDGET)
+    report = judged(gan, held_out)
+    assert report["lesion_contrast_ratio"] >= 0.6  # lesions about as dark as real ones, not faint smudges
+    assert report["diameter_rank_correlation"] >= 0.6 and report["ita_rank_correlation"] >= 0.9
+    # the coloured noise of a generator 25 steps old passes the three above (contrast ratio 1.5, rho 0.70 and 0.95 here);
+    # the two-sample classifier tells it from real tiles every time (accuracy 1.0), and was 0.86-0.89 after 300 steps
+    assert report["two_sample_accuracy"] < 0.95
+    assert np.isfinite(history.logit_gap).all() and history.logit_gap.iloc[-2:].mean() > 0  # the discriminator separates
+
+def test_deconv_baseline_obeys_the_record_but_blurs_and_ignores_noise(quick_budget_set, tmp_path):
     from dermlab.deconv import DeconvConfig, DeconvGenerator
-    from dermlab.gan import conditional_fidelity, sample_diversity
-    train, held_out = fidelity_set
-    deconv = DeconvGenerator(TabularEncoder().fit(train.table), DeconvConfig(image_size=32, batch_size=16, seed=0))
-    history = deconv.fit(train, epochs=8, run_dir=tmp_path, verbose=0)
-    fidelity = conditional_fidelity(deconv, held_out.table, seed=0)
-    print({k: v for k, v in fidelity.items() if k.endswith("correlation")})
-    assert fidelity["diameter_rank_correlation"] > 0.3 and fidelity["ita_rank_correlation"] > 0.5
+    from dermlab.evaluate import sample_diversity
+    train, held_out = quick_budget_set
+    deconv = DeconvGenerator(TabularEncoder.for_table(train.table), DeconvConfig(image_size=32, batch_size=32, seed=0))
+    history = deconv.fit(train, run_dir=tmp_path, progress=False, epochs=4, steps_per_epoch=50)
+    report = judged(deconv, held_out)
+    assert report["diameter_rank_correlation"] >= 0.6 and report["ita_rank_correlation"] >= 0.9  # fidelity passes
+    # the phantom's lesions sit in the middle of every tile, so the median of many dark centres stays dark: the contrast
+    # ratio was 0.79 here, and cannot tell blur from real; the border gradient and the two-sample test can
+    assert report["border_gradient_ratio"] < 0.8 and report["two_sample_low"] > 0.75  # soft borders, told from real tiles
     diversity = sample_diversity(deconv, held_out.table.head(8))
     assert diversity["noise_diversity"] < 0.25 * diversity["condition_diversity"]  # the pixel loss averages the noise away
     assert history.pixel_loss.iloc[-1] < history.pixel_loss.iloc[0]
+
+def tiny_generator(kind: str, encoder):
+    "The smallest working generator of each kind, for the interface test."
+    if kind == "painted_disc":
+        from dermlab.generators import PaintedDiscGenerator
+        return PaintedDiscGenerator(encoder, image_size=16)
+    if kind == "conditional_gan":
+        from dermlab.gan import ConditionalGan, GanConfig
+        return ConditionalGan(encoder, GanConfig(**TINY))
+    if kind == "deconv_baseline":
+        from dermlab.deconv import DeconvConfig, DeconvGenerator
+        return DeconvGenerator(encoder, DeconvConfig(image_size=16, channels=32, noise_dim=8, batch_size=8))
+    raise AssertionError(f"no tiny {kind} for the interface test: add one")
+
+def registered_kinds() -> list:
+    "Every generator kind of the package."
+    from dermlab.generators import GENERATOR_KINDS, register_dermlab_kinds
+    register_dermlab_kinds()
+    return sorted(GENERATOR_KINDS)
+
+@pytest.mark.parametrize("kind", registered_kinds())
+def test_every_generator_fits_generates_saves_and_loads_the_same_images(kind, small_set, tmp_path):
+    from dermlab.generators import ConditionalGenerator, GENERATOR_KINDS, save_synthetic_set
+    generator = tiny_generator(kind, TabularEncoder.for_table(small_set.table))
+    assert type(generator) is GENERATOR_KINDS[kind]
+    history = generator.fit(small_set, epochs=1, run_dir=tmp_path / "run", progress=False)
+    assert list(history.epoch) == [1] and (tmp_path / "run/samples/epoch_001.png").exists() and (tmp_path / "run/history.json").exists()
+    records = small_set.table.head(4)
+    images = generator.generate(records, n_per_row=2, seed=3)
+    assert images.shape == (8, generator.image_size, generator.image_size, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, generator.generate(records, n_per_row=2, seed=3, batch_size=3))  # batching changes nothing
+    generator.save(tmp_path / "saved")
+    assert not list((tmp_path / "saved").glob("*.pkl")) and json.loads((tmp_path / "saved/generator.json").read_text())["kind"] == kind
+    loaded = ConditionalGenerator.load(tmp_path / "saved")
+    assert type(loaded) is type(generator) and loaded.version == generator.version
+    assert np.array_equal(loaded.generate(records, n_per_row=2, seed=3), images)
+    with pytest.raises(NotImplementedError, match="generation only"): loaded.fit(small_set, epochs=2, run_dir=tmp_path / "run")
+    saved = save_synthetic_set(tmp_path / "synthetic", images, records.loc[records.index.repeat(2)], loaded, seed=3)
+    table = pd.read_csv(saved / "synthetic-metadata.csv")
+    assert table.synthetic.all() and (table.generator == kind).all() and (table.generator_version == generator.version).all()
+    assert len(quiet_load(saved)) == 8
+
+def test_loading_names_what_is_wrong(tmp_path):
+    from dermlab.data import DermlabDataError
+    from dermlab.generators import ConditionalGenerator
+    with pytest.raises(DermlabDataError, match="no generator.json"): ConditionalGenerator.load(tmp_path)
+    (tmp_path / "generator.json").write_text(json.dumps({"kind": "teleporter"}))
+    with pytest.raises(DermlabDataError, match="'teleporter' unknown"): ConditionalGenerator.load(tmp_path)
 
 KILLABLE_RUN = textwrap.dedent("""
     import sys, warnings
@@ -79,7 +144,7 @@ def test_gan_resumes_after_its_process_is_killed(small_set, tmp_path):
     steps_per_epoch = len(small_set) // TINY["batch_size"]
     gan = ConditionalGan(TabularEncoder().fit(small_set.table), GanConfig(**TINY))
     history = gan.fit(small_set, epochs=done + 1, run_dir=run_dir, progress=False)
-    assert int(gan.epoch) == done + 1 and list(history.epoch) == list(range(1, done + 2))
+    assert gan.trained_epochs == done + 1 and list(history.epoch) == list(range(1, done + 2))
     assert int(gan.generator_optimizer.iterations) == int(gan.discriminator_optimizer.iterations) == steps_per_epoch * (done + 1)
 
 DISTRIBUTED_RUN = textwrap.dedent("""
@@ -93,7 +158,7 @@ DISTRIBUTED_RUN = textwrap.dedent("""
     data = load_isic(sys.argv[1])
     encoder = TabularEncoder().fit(data.table)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    gan = ConditionalGan(encoder, GanConfig(**{tiny}), strategy=strategy)
+    gan = ConditionalGan(encoder, GanConfig(**{{**{tiny}, "jit_compile": "auto"}}), strategy=strategy)  # as on Kaggle's two GPUs
     batch = next(iter(strategy.experimental_distribute_dataset(
         make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True))))
     first = {{k: float(v) for k, v in gan.compiled_step(batch).items()}}
@@ -101,7 +166,8 @@ DISTRIBUTED_RUN = textwrap.dedent("""
     images = gan.generate(data.table.head(3), seed=0)
     print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "first": first, "epochs": len(history),
                       "finite": bool(history.drop(columns="warnings").select_dtypes("number").notna().all().all()),
-                      "images": list(images.shape), "iterations": int(gan.generator_optimizer.iterations.numpy())}}))
+                      "images": list(images.shape), "iterations": int(gan.generator_optimizer.iterations.numpy()),
+                      "compiled_as": gan.compiled_step.choice, "report": gan.compiled_step.report()}}))
 """).format(tiny=TINY)
 
 def test_gan_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, tmp_path):
@@ -114,6 +180,8 @@ def test_gan_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, tmp_pa
     # (local averaging summed over two replicas would give about 4)
     assert 1.5 < report["first"]["discriminator_loss"] < 2.5
     assert report["iterations"] == 1 + 2 * (len(small_set) // 8)
+    assert report["compiled_as"] in ("graph", "xla"), report["report"]  # "auto" chose (or fell back to the graph and said why)
+    print(report["report"])
 
 def test_mixed_precision_step_runs_with_loss_scaling(small_set, tmp_path):
     import keras
@@ -125,21 +193,3 @@ def test_mixed_precision_step_runs_with_loss_scaling(small_set, tmp_path):
     history = gan.fit(small_set, epochs=1, run_dir=tmp_path, progress=False)
     assert np.isfinite(history.discriminator_loss.iloc[0]) and int(gan.generator_optimizer.iterations) > 0
     assert gan.generate(small_set.table.head(2)).dtype == np.uint8
-
-def test_saved_generators_load_and_mark_their_images(small_set, tmp_path):
-    import h5py
-    from dermlab.deconv import DeconvConfig, DeconvGenerator
-    from dermlab.gan import ConditionalGenerator, save_synthetic_set
-    deconv = DeconvGenerator(TabularEncoder().fit(small_set.table), DeconvConfig(image_size=16, channels=32, noise_dim=8))
-    deconv.fit(small_set, epochs=1, run_dir=tmp_path / "run", verbose=0)
-    deconv.save(tmp_path / "saved")
-    assert not list((tmp_path / "saved").glob("*.pkl")) and json.loads((tmp_path / "saved/generator.json").read_text())["kind"] == "deconv_baseline"
-    loaded = ConditionalGenerator.load(tmp_path / "saved")
-    records = small_set.table.head(4)
-    assert np.array_equal(loaded.generate(records, n_per_row=2, seed=3), deconv.generate(records, n_per_row=2, seed=3))
-    saved = save_synthetic_set(tmp_path / "synthetic", loaded.generate(records, seed=3), records, loaded, seed=3)
-    table = pd.read_csv(saved / "synthetic-metadata.csv")
-    assert table.synthetic.all() and (table.generator_version == deconv.version).all()
-    with h5py.File(saved / "synthetic-image.hdf5") as store:
-        assert store.attrs["synthetic"] and all(store[i].attrs["synthetic"] for i in table.image_id)
-    with pytest.raises(Exception, match="generator.json"): ConditionalGenerator.load(tmp_path)

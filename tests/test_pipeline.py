@@ -12,7 +12,8 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
     assert [n["notebook"] for n in report["notebooks"]] == course
-    assert course[:5] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "02_gan.ipynb", "03_deconv.ipynb"]
+    assert course[:7] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
+                          "03_deconv.ipynb", "05_evaluate.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
     assert report["notebooks"][2]["parameters"]["DATA_DIR"] == str(folder / "phantom")
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
@@ -20,8 +21,11 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
         executed = nbformat.read(folder / "executed" / name, as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells), name
         assert not any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs), name
-    assert (folder / "02_gan" / "gan_run" / "losses.png").exists() and list((folder / "02_gan" / "gan_run" / "samples").glob("epoch_*.png"))
+    assert (folder / "02_gan" / "gan_run" / "curves.png").exists() and list((folder / "02_gan" / "gan_run" / "samples").glob("epoch_*.png"))
     assert (folder / "03_deconv" / "deconv_run" / "history.json").exists()
+    deconv_notebook = nbformat.read(folder / "executed" / "03_deconv.ipynb", as_version=4)
+    shown = "".join(o.get("text", "") for c in deconv_notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"GAN from {folder / '02_gan' / 'gan'}" in shown  # 03_deconv compares with the GAN that 02_gan saved
 
 def test_a_failing_notebook_is_kept_for_reading(tmp_path):
     notebooks = tmp_path / "nbs"
