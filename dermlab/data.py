@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .colour import (MIN_B_STAR, SKIN_TONE_GROUPS, SKIN_TONES, UNKNOWN_SKIN_TONE, chardon_category, estimate_skin_colour,
+from .colour import (MIN_B_STAR, UNKNOWN_SKIN_TONE, chardon_category, estimate_skin_colour,
                             individual_typology_angle, relative_skin_tone, skin_tone_categorical)
 from .phantom import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_ONLY_COLUMNS, written_whole
 

@@ -14,7 +14,7 @@ from .data import DermlabDataError, IsicData, make_image_dataset
 
 # %% auto #0
 __all__ = ['REALISM_MEASURES', 'read_tiles', 'measure_tiles', 'realism_ratios', 'tile_features', 'two_sample_test',
-           'diversity_of', 'sample_diversity', 'image_sharpness', 'fidelity_requests', 'fidelity_of',
+           'show_tile_rows', 'diversity_of', 'sample_diversity', 'image_sharpness', 'fidelity_requests', 'fidelity_of',
            'conditional_fidelity', 'compare_with_real']
 
 # %% ../nbs/05_evaluate.ipynb #121098c2
@@ -103,6 +103,21 @@ def two_sample_test(real: np.ndarray,  # uint8 real tiles
     return {"two_sample_accuracy": correct / total, "two_sample_low": float(interval.low), "two_sample_high": float(interval.high),
             "two_sample_p_value": float(binomtest(correct, total, 0.5, alternative="greater").pvalue),  # better than chance?
             "two_sample_tiles": total}
+
+# %% ../nbs/05_evaluate.ipynb #350f07db
+def show_tile_rows(rows: dict,  # row name -> uint8 tiles; the first `columns` of each are shown
+                   title: str,
+                   columns: int = 8,
+                  ):
+    "Show tiles of several sources in rows, one column per record, and return the figure."
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.6 * len(rows)), squeeze=False)
+    for axis in axes.flat: axis.axis("off")
+    for row, (name, tiles) in zip(axes, rows.items()):
+        for axis, tile in zip(row, tiles[:columns]): axis.imshow(tile)
+        row[0].set_title(name, loc="left", fontsize=9)
+    figure.suptitle(title)
+    return figure
 
 # %% ../nbs/05_evaluate.ipynb #8478fd20
 def diversity_of(images: np.ndarray,  # uint8 images, `draws` consecutive ones per record

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
 from .evaluate import sample_diversity
-from .generators import CompiledStep, ConditionalGenerator, TrainingRun
+from .generators import JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun
 
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'FIRST_RECIPE', 'AUGMENTATIONS', 'LOSSES', 'GAN_CURVES', 'GanConfig',
@@ -52,7 +52,7 @@ class GanConfig:
         if self.loss not in LOSS_NAMES: raise ValueError(f"loss={self.loss!r}: choose one of {list(LOSS_NAMES)}")
         if self.discriminator_features not in ("flatten", "average"):
             raise ValueError(f"discriminator_features={self.discriminator_features!r}: choose 'flatten' or 'average'")
-        if self.jit_compile not in (False, True, "auto"): raise ValueError(f"jit_compile={self.jit_compile!r}: choose False, True or 'auto'")
+        if self.jit_compile not in JIT_COMPILE_CHOICES: raise ValueError(f"jit_compile={self.jit_compile!r}: choose one of {JIT_COMPILE_CHOICES}")
         unknown = set(filter(None, self.augmentation.split(","))) - set(AUGMENTATION_NAMES)
         if unknown: raise ValueError(f"augmentation {sorted(unknown)} unknown: choose from {list(AUGMENTATION_NAMES)}")
 

@@ -16,9 +16,9 @@ from .data import DermlabDataError, IsicData, TabularEncoder
 from .phantom import written_whole
 
 # %% auto #0
-__all__ = ['GENERATOR_KINDS', 'load_generator', 'ConditionalGenerator', 'register_dermlab_kinds', 'PaintedDiscGenerator',
-           'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun', 'CompiledStep',
-           'save_synthetic_set']
+__all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator', 'register_dermlab_kinds',
+           'PaintedDiscGenerator', 'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun',
+           'CompiledStep', 'save_synthetic_set']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -272,6 +272,9 @@ class TrainingRun:
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.end_epoch(statistics(logs), steps()))
 
 # %% ../nbs/01_generators.ipynb #5c917af4
+JIT_COMPILE_CHOICES = (False, True, "auto")
+"What `jit_compile` accepts: the graph, XLA, or whichever of the two is faster here."
+
 class CompiledStep:
     "A training step compiled as a graph (`jit_compile=False`), with XLA (`True`), or whichever is faster here (`\"auto\"`)."
 
@@ -280,7 +283,7 @@ class CompiledStep:
                  trial_steps: int = 3,  # timed calls of each variant after its first (tracing) call, for "auto"
                 ):
         import tensorflow as tf
-        if jit_compile not in (False, True, "auto"): raise ValueError(f"jit_compile={jit_compile!r}: choose False, True or 'auto'")
+        if jit_compile not in JIT_COMPILE_CHOICES: raise ValueError(f"jit_compile={jit_compile!r}: choose one of {JIT_COMPILE_CHOICES}")
         self.variants = {"graph": tf.function(step), "xla": tf.function(step, jit_compile=True)}
         self.choice = None if jit_compile == "auto" else ("xla" if jit_compile else "graph")
         self.trial_steps, self.seconds, self.failure = trial_steps, {"graph": [], "xla": []}, None

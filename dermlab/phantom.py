@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from .colour import individual_typology_angle, lab_to_rgb, rgb_to_lab
+from .colour import individual_typology_angle, lab_to_rgb
 
 # %% auto #0
 __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TEST_COLUMNS', 'MM_PER_PIXEL', 'SUBGROUP_EFFECTS',
