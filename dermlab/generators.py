@@ -70,7 +70,7 @@ class ConditionalGenerator:
 
     def generate(self, conditions: pd.DataFrame,  # records with the encoder's columns
                  n_per_row: int = 1,  # different images per record
-                 seed: int = 0,  # the same seed gives the same images, whatever the batch size
+                 seed: int = 0,  # the same seed gives the same images, whatever the batch size (up to float rounding)
                  batch_size: int = 64,
                 ) -> np.ndarray:
         "Images for each record, uint8 of shape (len(conditions) * n_per_row, size, size, 3), rows repeated in order."

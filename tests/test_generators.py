@@ -96,7 +96,9 @@ def test_every_generator_fits_generates_saves_and_loads_the_same_images(kind, sm
     records = small_set.table.head(4)
     images = generator.generate(records, n_per_row=2, seed=3)
     assert images.shape == (8, generator.image_size, generator.image_size, 3) and images.dtype == np.uint8
-    assert np.array_equal(images, generator.generate(records, n_per_row=2, seed=3, batch_size=3))  # batching changes nothing
+    rebatched = generator.generate(records, n_per_row=2, seed=3, batch_size=3)  # the same noise, other batches
+    # oneDNN may sum in another order for another batch size: at most the last digit of a pixel may change
+    assert np.abs(images.astype(int) - rebatched).max() <= 1 and (images != rebatched).mean() < 0.01
     generator.save(tmp_path / "saved")
     assert not list((tmp_path / "saved").glob("*.pkl")) and json.loads((tmp_path / "saved/generator.json").read_text())["kind"] == kind
     loaded = ConditionalGenerator.load(tmp_path / "saved")
