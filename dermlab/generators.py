@@ -30,7 +30,10 @@ class ConditionalGenerator:
 
     def __init_subclass__(cls, **options):
         super().__init_subclass__(**options)
-        if "kind" in cls.__dict__: GENERATOR_KINDS[cls.kind] = cls
+        if "kind" not in cls.__dict__: return
+        registered = GENERATOR_KINDS.get(cls.kind)
+        if registered is None or registered.__module__ != "__main__" or cls.__module__ == "__main__":
+            GENERATOR_KINDS[cls.kind] = cls  # a class defined in a notebook is not displaced when the package's module is imported
 
     def __init__(self, encoder: TabularEncoder,  # fitted on the training split; saved with the network
                  network,  # the Keras model `sample_batch` calls (the one used for sampling)

@@ -12,8 +12,8 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
     assert [n["notebook"] for n in report["notebooks"]] == course
-    assert course[:7] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
-                          "03_deconv.ipynb", "05_evaluate.ipynb"]
+    assert course[:8] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
+                          "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
     assert report["notebooks"][2]["parameters"]["DATA_DIR"] == str(folder / "phantom")
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
