@@ -40,8 +40,12 @@ def judged(generator, held_out):
     return report
 
 def test_gan_learns_to_draw_lesions_that_obey_the_record_in_the_quick_budget(quick_budget_set, tmp_path):
+    import keras
     from dermlab.gan import ConditionalGan, GanConfig
     train, held_out = quick_budget_set
+    # Keras draws unseeded initial weights from a global generator, so they depend on what ran before in this process:
+    # after the diffusion tests, one draw ended at two-sample accuracy 0.953. Seeded, the test no longer depends on test order
+    keras.utils.set_random_seed(0)
     gan = ConditionalGan(TabularEncoder.for_table(train.table), GanConfig(image_size=32, batch_size=32, seed=0))
     history = gan.fit(train, run_dir=tmp_path, progress=False, **QUICK_BUDGET)
     report = judged(gan, held_out)
