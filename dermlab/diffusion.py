@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_diffusion.ipynb #109e9112
 from __future__ import annotations
-import functools, math, socket, threading, time
+import functools, math, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +13,8 @@ import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
 from .evaluate import sample_diversity
-from .generators import JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun
+from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, host_reachable,
+                                keras_cache_folder, move_average_weights, run_on_replicas)
 
 # %% auto #0
 __all__ = ['SCHEDULE_NAMES', 'PREDICTION_NAMES', 'SAMPLER_NAMES', 'DENOISER_SIZES', 'DIFFUSION_CURVES', 'STABLE_DIFFUSION_FILES',
@@ -253,19 +254,12 @@ class DiffusionGenerator(ConditionalGenerator):
         return {"loss": loss}
 
     def update_ema(self):
-        "Move the EMA denoiser's weights towards the trained one's (with a warm-up: early steps move it more)."
-        import tensorflow as tf
-        step = tf.cast(self.optimizer.iterations, tf.float32)
-        decay = tf.minimum(self.diffusion_config.ema_decay, (1.0 + step) / (10.0 + step))
-        for average, current in zip(self.ema_denoiser.weights, self.denoiser.weights):
-            average.assign(decay * average + (1 - decay) * current)
+        "Move the EMA denoiser's weights towards the trained one's (`move_average_weights`: early steps move it more)."
+        move_average_weights(self.ema_denoiser, self.denoiser, self.diffusion_config.ema_decay, self.optimizer.iterations)
 
     def distributed_step(self, batch):
-        "Run `replica_step` on every replica, sum their averaged losses, update the EMA (eager: for learning and debugging)."
-        import tensorflow as tf
-        statistics = self.strategy.run(self.replica_step, args=batch)
-        self.update_ema()
-        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in statistics.items()}
+        "Run `replica_step` on every replica, update the EMA, sum the statistics (`run_on_replicas`; eager: for learning and debugging)."
+        return run_on_replicas(self.strategy, self.replica_step, batch, after=self.update_ema)
 
 # %% ../nbs/04_diffusion.ipynb #cd90b010
 def ddim_steps(train_timesteps: int, sampling_steps: int) -> np.ndarray:
@@ -413,24 +407,9 @@ def record_prompt(record: pd.Series | dict) -> str:
     if tone is not None and str(tone) != "unknown": parts.append(f"{SKIN_WORDS.get(str(tone), str(tone))} skin")
     return ", ".join(parts)
 
-def _reachable(url: str, timeout: float) -> bool:
-    "Whether a TCP connection to the URL's host opens within `timeout` seconds (name lookup included; never blocks longer)."
-    from urllib.parse import urlparse
-    host, result = urlparse(url).hostname, []
-    def connect():
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            result.append(True)
-        except OSError: pass
-    worker = threading.Thread(target=connect, daemon=True)  # a name lookup ignores socket timeouts: bound it by the thread
-    worker.start()
-    worker.join(timeout)
-    return bool(result)
-
 def missing_stable_diffusion_files(cache: str | Path | None = None) -> list:
     "The files of `STABLE_DIFFUSION_FILES` not yet in the Keras cache (KERAS_HOME/datasets, by default ~/.keras/datasets)."
-    import os
-    folder = Path(cache) if cache else Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
+    folder = Path(cache) if cache else keras_cache_folder() / "datasets"
     return [name for name in STABLE_DIFFUSION_FILES if not (folder / name).is_file()]
 
 def load_stable_diffusion(image_size: int = 512,  # KerasCV rounds to a multiple of 128
@@ -440,7 +419,7 @@ def load_stable_diffusion(image_size: int = 512,  # KerasCV rounds to a multiple
     "KerasCV's Stable Diffusion, or `StableDiffusionUnavailable` within seconds naming what is missing and how to get it."
     missing = missing_stable_diffusion_files(cache)
     unreachable = sorted({STABLE_DIFFUSION_FILES[name].split("/")[2] for name in missing
-                          if not _reachable(STABLE_DIFFUSION_FILES[name], timeout)})
+                          if not host_reachable(STABLE_DIFFUSION_FILES[name], timeout)})
     if unreachable:
         raise StableDiffusionUnavailable(
             f"Stable Diffusion needs {', '.join(missing)} (about 4 GB) in the Keras cache, and {', '.join(unreachable)} cannot be "

@@ -13,7 +13,8 @@ import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
 from .evaluate import sample_diversity
-from .generators import JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun
+from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, move_average_weights,
+                                run_on_replicas)
 
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'FIRST_RECIPE', 'AUGMENTATIONS', 'LOSSES', 'GAN_CURVES', 'GanConfig',
@@ -234,19 +235,12 @@ class ConditionalGan(ConditionalGenerator):
                 "real_logit": average(real_logits), "fake_logit": average(fake_logits)}
 
     def update_ema(self):
-        "Move the EMA generator's weights towards the trained generator's (with a warm-up: early steps move it more)."
-        import tensorflow as tf
-        step = tf.cast(self.generator_optimizer.iterations, tf.float32)
-        decay = tf.minimum(self.gan_config.ema_decay, (1.0 + step) / (10.0 + step))
-        for average, current in zip(self.ema_generator.weights, self.generator.weights):
-            average.assign(decay * average + (1 - decay) * current)
+        "Move the EMA generator's weights towards the trained one's (`move_average_weights`: early steps move it more)."
+        move_average_weights(self.ema_generator, self.generator, self.gan_config.ema_decay, self.generator_optimizer.iterations)
 
     def distributed_step(self, batch):
-        "Run `replica_step` on every replica, sum their averaged statistics, update the EMA (eager: for learning and debugging)."
-        import tensorflow as tf
-        statistics = self.strategy.run(self.replica_step, args=batch)
-        self.update_ema()
-        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in statistics.items()}
+        "Run `replica_step` on every replica, update the EMA, sum the statistics (`run_on_replicas`; eager: for learning and debugging)."
+        return run_on_replicas(self.strategy, self.replica_step, batch, after=self.update_ema)
 
 # %% ../nbs/02_gan.ipynb #db291f90
 def diagnose_epoch(statistics: dict,  # epoch means of the step statistics, plus the diversities

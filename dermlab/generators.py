@@ -18,7 +18,8 @@ from .phantom import written_whole
 # %% auto #0
 __all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator', 'register_dermlab_kinds',
            'PaintedDiscGenerator', 'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun',
-           'CompiledStep', 'save_synthetic_set']
+           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set', 'keras_cache_folder',
+           'host_reachable']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -319,6 +320,30 @@ class CompiledStep:
         text = ", ".join(f"{name} {statistics.median(s[1:]) * 1000:.0f} ms/step (first call {s[0]:.1f} s)" for name, s in timed.items())
         return f"jit_compile='auto': {text}: keeping {self.choice}"
 
+# %% ../nbs/01_generators.ipynb #406aafa5
+def move_average_weights(average_model,  # the EMA copy, updated in place
+                         model,  # the network being trained
+                         decay: float,  # target decay, e.g. 0.999
+                         iterations,  # the optimizer's step counter (a tensor)
+                        ):
+    "Move the EMA copy's weights towards the trained ones, with a warm-up: early steps move it more."
+    import tensorflow as tf
+    step = tf.cast(iterations, tf.float32)
+    decay = tf.minimum(decay, (1.0 + step) / (10.0 + step))
+    for average, current in zip(average_model.weights, model.weights):
+        average.assign(decay * average + (1 - decay) * current)
+
+def run_on_replicas(strategy,  # a tf.distribute strategy
+                    replica_step,  # function of one replica's batch, returning global-batch-averaged statistics
+                    batch,  # a distributed batch (a tuple of the step's arguments)
+                    after=None,  # called once after the replicas ran (e.g. the EMA update)
+                   ) -> dict:
+    "Run `replica_step` on every replica, then `after`, and sum the replicas' statistics."
+    import tensorflow as tf
+    statistics = strategy.run(replica_step, args=batch)
+    if after is not None: after()
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in statistics.items()}
+
 # %% ../nbs/01_generators.ipynb #7588c2ae
 def save_synthetic_set(folder: str | Path,  # created or replaced, written whole
                        images: np.ndarray,  # uint8 images from `generate`
@@ -344,3 +369,26 @@ def save_synthetic_set(folder: str | Path,  # created or replaced, written whole
                 Image.fromarray(image).save(buffer, format="JPEG", quality=95)
                 store.create_dataset(image_id, data=np.bytes_(buffer.getvalue())).attrs.update(provenance)
     return folder
+
+# %% ../nbs/01_generators.ipynb #1a581eb0
+def keras_cache_folder() -> Path:
+    "Where Keras keeps downloaded files: KERAS_HOME, by default ~/.keras (weights in `models/`, other files in `datasets/`)."
+    import os
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+
+def host_reachable(url: str,  # the file a download would fetch
+                   timeout: float = 5.0,  # seconds; never blocks longer
+                  ) -> bool:
+    "Whether a TCP connection to the URL's host (port 443) opens within `timeout` seconds, name lookup included."
+    import socket, threading
+    from urllib.parse import urlparse
+    host, result = urlparse(url).hostname, []
+    def connect():
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError: pass
+    worker = threading.Thread(target=connect, daemon=True)  # a name lookup ignores socket timeouts: bound it by the thread
+    worker.start()
+    worker.join(timeout)
+    return bool(result)

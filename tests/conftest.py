@@ -1,5 +1,5 @@
-"Shared fixtures: the real sample files beside the project, and small phantom sets."
-import os
+"Shared fixtures: the real sample files beside the project, small phantom sets, and a runner on two logical CPU devices."
+import json, os, subprocess, sys, textwrap
 from pathlib import Path
 
 import pytest
@@ -24,3 +24,47 @@ def phantom_dir(tmp_path_factory) -> Path:
 def fresh_cache(tmp_path_factory):
     "Every test session starts with an empty dermlab cache (pixel skin estimates), so no result depends on an earlier run."
     os.environ["DERMLAB_CACHE"] = str(tmp_path_factory.mktemp("dermlab-cache"))
+
+@pytest.fixture(scope="session")
+def phantom_tiles(phantom_dir):
+    "Real training and held-out tiles of the shared phantom set, 32 px, with the training set itself."
+    import warnings
+    from dermlab.data import load_isic, split_by_patient
+    from dermlab.evaluate import read_tiles
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_isic(phantom_dir)
+    split = split_by_patient(data.table, seed=0)
+    train, held_out = data.subset(split == "train"), data.subset(split != "train")
+    train_tiles, train_records = read_tiles(train, 32)
+    held_tiles, held_records = read_tiles(held_out, 32)
+    return train, train_tiles, train_records, held_tiles, held_records
+
+@pytest.fixture(scope="session")
+def phantom_features(phantom_tiles):
+    "dermlab features (attribute network, 8 epochs, and tile_features) trained on those training tiles."
+    from dermlab.evaluate import train_attribute_network
+    _, train_tiles, train_records, _, _ = phantom_tiles
+    return train_attribute_network(train_tiles, train_records, epochs=8, seed=0).features
+
+TWO_CPU_DEVICES = textwrap.dedent("""
+    import json, sys, warnings
+    warnings.simplefilter("ignore")
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # as on Kaggle's two GPUs
+""")
+
+def run_on_two_cpu_devices(script: str,  # Python that uses `strategy` and prints one JSON line last
+                           *arguments, timeout: int = 600) -> dict:
+    "Run `script` in a fresh Python whose CPU is split into two logical devices under a `MirroredStrategy`; return its last JSON line."
+    result = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES + textwrap.dedent(script), *map(str, arguments)],
+                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+@pytest.fixture(scope="session")
+def two_cpu_devices():
+    "`run_on_two_cpu_devices`: the distributed training path of a GPU machine, tested on this CPU."
+    return run_on_two_cpu_devices

@@ -1,6 +1,6 @@
 """The diffusion model: KerasCV's scheduler with a cosine schedule, the prediction targets, DDIM, tf.distribute and mixed
 precision; the Stable Diffusion wrapper's prompts and its offline failure."""
-import json, os, re, subprocess, sys, textwrap, time, warnings
+import re, textwrap, time, warnings
 
 import numpy as np
 import pytest
@@ -78,16 +78,10 @@ def test_ddpm_runs_kerascv_scheduler_steps_seeded_by_generate(small_set):
     assert not np.array_equal(images, model.generate(records, seed=4))  # DDPM adds noise at every step; DDIM does not
 
 DISTRIBUTED_RUN = textwrap.dedent("""
-    import json, sys, warnings
-    warnings.simplefilter("ignore")
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from dermlab.data import TabularEncoder, load_isic, make_image_dataset
     from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
     data = load_isic(sys.argv[1])
     encoder = TabularEncoder().fit(data.table)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     config = DiffusionConfig(**{{**{tiny}, "jit_compile": "auto", "prediction": "noise"}})
     model = DiffusionGenerator(encoder, config, strategy=strategy)
     batch = next(iter(strategy.experimental_distribute_dataset(
@@ -99,11 +93,8 @@ DISTRIBUTED_RUN = textwrap.dedent("""
                       "compiled_as": model.compiled_step.choice, "report": model.compiled_step.report()}}))
 """).format(tiny=TINY)
 
-def test_diffusion_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, tmp_path):
-    result = subprocess.run([sys.executable, "-c", DISTRIBUTED_RUN, str(small_set.folder), str(tmp_path / "run")],
-                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+def test_diffusion_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, tmp_path, two_cpu_devices):
+    report = two_cpu_devices(DISTRIBUTED_RUN, small_set.folder, tmp_path / "run")
     assert report["replicas"] == 2 and report["images"] == [3, 16, 16, 3] and report["iterations"] == 1 + 2 * (len(small_set) // 8)
     # the untrained denoiser outputs zeros, so the first loss is the mean square of the noise target, about 1, when each replica
     # averages over the global batch (averaging over its own half and summing the two would give about 2)
@@ -140,7 +131,7 @@ def test_stable_diffusion_offline_fails_within_seconds_naming_what_is_missing(tm
         diffusion.load_stable_diffusion(cache=tmp_path, timeout=3)
     assert time.perf_counter() - started < 15
     started = time.perf_counter()
-    diffusion._reachable("https://huggingface.co/fchollet/stable-diffusion", timeout=2)  # the real host: reachable or not, quickly
+    diffusion.host_reachable("https://huggingface.co/fchollet/stable-diffusion", timeout=2)  # the real host: reachable or not, quickly
     assert time.perf_counter() - started < 4
     for name in diffusion.STABLE_DIFFUSION_FILES: (tmp_path / name).write_bytes(b"")
     assert diffusion.missing_stable_diffusion_files(tmp_path) == []

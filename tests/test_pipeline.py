@@ -2,6 +2,7 @@
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 
 from dermlab.pipeline import find_course_notebooks, find_notebooks_folder, main, run_course
@@ -12,8 +13,8 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
     assert [n["notebook"] for n in report["notebooks"]] == course
-    assert course[:8] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
-                          "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb"]
+    assert course[:9] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
+                          "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb", "05_memorisation.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
     assert report["notebooks"][2]["parameters"]["DATA_DIR"] == str(folder / "phantom")
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
@@ -26,6 +27,9 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     deconv_notebook = nbformat.read(folder / "executed" / "03_deconv.ipynb", as_version=4)
     shown = "".join(o.get("text", "") for c in deconv_notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert f"GAN from {folder / '02_gan' / 'gan'}" in shown  # 03_deconv compares with the GAN that 02_gan saved
+    comparison = pd.read_csv(folder / "05_memorisation" / "comparison.csv", index_col=0)  # every generator the course trained, in one table
+    assert list(comparison.index) == ["real held-out tiles (ceiling)", "GAN", "Conv2DTranspose baseline", "diffusion"]
+    assert comparison.copy_rate.notna().all() and (folder / "05_memorisation" / "review_kit" / "key.csv").exists()
 
 def test_a_failing_notebook_is_kept_for_reading(tmp_path):
     notebooks = tmp_path / "nbs"
