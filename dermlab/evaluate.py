@@ -379,7 +379,7 @@ def frechet_distance(real: np.ndarray,  # features of real images (n, d)
 
 def kernel_distance(real: np.ndarray,  # features of real images (n, d)
                     generated: np.ndarray,  # features of generated images (m, d)
-                    subsets: int = 20,  # random subsets the estimate is averaged over
+                    subsets: int = 50,  # random subsets the estimate is averaged over
                     subset_size: int | None = None,  # images per subset; None: half the smaller set, at most 1,000
                     seed: int = 0,
                    ) -> tuple[float, float]:

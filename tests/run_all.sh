@@ -28,4 +28,6 @@ echo "== 2/3 notebook tests: nbdev_test (the course notebooks run once, in step 
 nbdev_test --n_workers 2 --timing --skip_file_re '^[0-9][0-9]_(?!pipeline)'
 
 echo "== 3/3 package tests: pytest"
-python -m pytest tests -q -rs --durations=8 -p no:cacheprovider   # -rs: the reason for every skip; exits 5 (a failure) if no test ran
+# -n 2: two workers (pytest-xdist), since much of a course run waits on one core; worksteal: an idle worker takes queued tests,
+# so that the two course runs end up side by side. -rs: the reason for every skip; exits 5 (a failure) if no test ran
+python -m pytest tests -q -rs --durations=8 -p no:cacheprovider -n 2 --dist worksteal
