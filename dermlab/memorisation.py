@@ -101,7 +101,7 @@ class MemorisationAudit:
                 "expected_copy_rate_of_new_images": 1 - self.quantile}
 
 def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size, size, 3)
-                       training_blocks,  # iterable of (training indices, uint8 tiles), e.g. `training_blocks(train, size)`
+                       blocks,  # iterable of (training indices, uint8 tiles), e.g. `training_blocks(train, size)`
                        reference: tuple,  # (training indices, uint8 tiles) of a random sample of the training set
                        features: TileFeatures | None = None,  # also compare in this feature space
                        quantile: float = 0.99,  # a tile is a copy when closer to a training tile than this share of training tiles are to theirs
@@ -125,7 +125,7 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
         reference_queries, _ = queries_of(reference_tiles)
         exclude = np.r_[np.full(len(generated_queries), -1), np.repeat(reference_indices, variants)]
         searches[space] = (vectorise, NearestTraining(np.concatenate([generated_queries, reference_queries]), k, exclude), variants)
-    for indices, tiles in training_blocks:
+    for indices, tiles in blocks:
         for vectorise, search, _ in searches.values(): search.add(vectorise(tiles), indices)
     table, thresholds, reference_similarity = {}, {}, {}
     for space, (_, search, variants) in searches.items():
@@ -144,8 +144,8 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
 
-def best_over_variants(similarity: np.ndarray,  # (n * variants, k * variants) from a `NearestTraining`
-                       index: np.ndarray,
+def best_over_variants(similarity: np.ndarray,  # (n * variants, k): a `NearestTraining`'s similarities, variants of a tile in a row
+                       index: np.ndarray,  # (n * variants, k): the training indices beside them
                        variants: int,
                        k: int,
                       ) -> tuple[np.ndarray, np.ndarray]:
