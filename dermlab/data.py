@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #fd30e992
 from __future__ import annotations
-import io, json, os, warnings
+import ctypes, io, json, os, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +25,8 @@ __all__ = ['SITES', 'SITE_NAMES', 'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'NUMERIC
            'Hdf5Images', 'FolderImages', 'canonical_types', 'drop_leaky_columns', 'normalise_site', 'clean_table',
            'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData', 'read_isic2024',
            'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format', 'load_isic',
-           'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak', 'jpeg_scale_for',
-           'make_image_dataset']
+           'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak', 'restore_memory_allocator',
+           'jpeg_scale_for', 'make_image_dataset']
 
 # %% ../nbs/01_data.ipynb #923caf44
 class DermlabDataError(ValueError):
@@ -571,10 +571,19 @@ def _checked_bytes(data: bytes, image_id: str, images) -> bytes | None:
     picture.convert("RGB").save(buffer, format="JPEG", quality=95)  # rare: PNG, TIFF, ... become one JPEG path
     return buffer.getvalue()
 
+def restore_memory_allocator():
+    "Undo the malloc setting TensorFlow's `from_generator` makes on Linux (a fixed 128 kB trim threshold), which slowed every later training step here."
+    if not sys.platform.startswith("linux"): return
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: return  # not glibc: nothing was patched
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: glibc's own ceiling for its sliding threshold
+    libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD: twice that, as glibc keeps it
+
 def _byte_chunks(data: IsicData, rows: np.ndarray, shuffle: bool, seed: int, chunk: int = 256):
     "A generator factory: yields (row indices, image bytes) chunks, in a new order every epoch."
     epoch = [0]
     def generate():
+        restore_memory_allocator()  # TensorFlow has just patched malloc for this generator (once per process)
         order = np.random.default_rng([seed, epoch[0]]).permutation(rows) if shuffle else rows
         epoch[0] += 1
         skipped_before = len(data.images.skipped)

@@ -16,10 +16,10 @@ from .data import DermlabDataError, IsicData, TabularEncoder
 from .phantom import written_whole
 
 # %% auto #0
-__all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator', 'register_dermlab_kinds',
-           'PaintedDiscGenerator', 'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun',
-           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set', 'keras_cache_folder',
-           'host_reachable']
+__all__ = ['GENERATOR_KINDS', 'load_generator', 'COURSE_GENERATORS', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator',
+           'register_dermlab_kinds', 'PaintedDiscGenerator', 'load_course_generators', 'fixed_records', 'save_figure',
+           'save_sample_grid', 'save_curves', 'TrainingRun', 'CompiledStep', 'move_average_weights', 'run_on_replicas',
+           'save_synthetic_set', 'keras_cache_folder', 'host_reachable']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -182,6 +182,25 @@ class PaintedDiscGenerator(ConditionalGenerator):
 
     @classmethod
     def load_networks(cls, folder, description): return {}
+
+# %% ../nbs/01_generators.ipynb #8f188231
+COURSE_GENERATORS = {"GAN": "02_gan/gan", "Conv2DTranspose baseline": "03_deconv/deconv", "diffusion": "04_diffusion/diffusion"}
+"The generators the course trains: name -> the folder, inside the run folder, where its notebook saves it."
+
+def load_course_generators(run_folder: str | Path,  # the course's run folder (holds 02_gan/, 03_deconv/, 04_diffusion/)
+                           image_size: int,  # only generators of this tile size are returned
+                           names: list | None = None,  # keys of `COURSE_GENERATORS` (default: all)
+                           say=print,  # called with one line for each generator left out
+                          ) -> dict:
+    "The course's trained generators found in `run_folder` at `image_size`, by name; each one missing or of another size is said, and left out."
+    generators = {}
+    for name in names or COURSE_GENERATORS:
+        path = Path(run_folder) / COURSE_GENERATORS[name]
+        if not (path / "generator.json").exists(): say(f"{name}: none in {path} (run its notebook first)"); continue
+        generator = ConditionalGenerator.load(path)
+        if generator.image_size != image_size: say(f"{name}: trained at {generator.image_size} px, not {image_size}: left out"); continue
+        generators[name] = generator
+    return generators
 
 # %% ../nbs/01_generators.ipynb #34d7455f
 def fixed_records(table: pd.DataFrame, n: int = 8, seed: int = 0) -> pd.DataFrame:

@@ -71,6 +71,7 @@ _HOSPITALS = [f"dermlab phantom hospital {letter}" for letter in "ABCDEFG"]
 def sample_patients(n_patients: int,  # number of patients to draw
                     rng: np.random.Generator,  # source of randomness
                     missing_rate: float = 0.02,  # share of patients with unknown age, and separately sex
+                    skin_tone_shares: tuple = (0.80, 0.14, 0.06),  # shares of patients with light, tan and brown-to-dark skin
                    ) -> pd.DataFrame:
     "Draw patients: id, age, sex, hospital and the skin colour all their lesions share."
     ids = rng.choice(np.arange(1_000_000, 10_000_000), size=n_patients, replace=False)
@@ -78,7 +79,9 @@ def sample_patients(n_patients: int,  # number of patients to draw
     sex = np.where(rng.random(n_patients) < 0.55, "male", "female").astype(object)
     age[rng.random(n_patients) < missing_rate] = np.nan
     sex[rng.random(n_patients) < missing_rate] = np.nan
-    tone_group = rng.choice(3, size=n_patients, p=[0.80, 0.14, 0.06])  # light, tan, brown-to-dark
+    shares = np.asarray(skin_tone_shares, float)
+    if shares.shape != (3,) or (shares < 0).any() or not np.isclose(shares.sum(), 1): raise ValueError(f"skin_tone_shares={skin_tone_shares}: three shares that sum to 1")
+    tone_group = rng.choice(3, size=n_patients, p=shares)  # light, tan, brown-to-dark
     ita = np.select([tone_group == 0, tone_group == 1],
                     [rng.normal(48, 9, n_patients), rng.normal(20, 6, n_patients)],
                     rng.normal(-15, 20, n_patients))
@@ -343,6 +346,7 @@ def make_phantom_isic(out_dir: str | Path,  # folder to write the set into (crea
                       subgroup_effect: str | None = None,  # plant a known bias, a key of `SUBGROUP_EFFECTS`
                       jpeg_folder: bool = False,  # also write `train-image/image/<isic_id>.jpg`
                       missing_rate: float = 0.02,  # share of patients with missing age, and separately sex
+                      skin_tone_shares: tuple = (0.80, 0.14, 0.06),  # patients with light, tan and brown-to-dark skin (enrich the last to study it)
                       progress: bool = False,  # show a progress bar while rendering
                      ) -> Path:
     "Render a phantom ISIC set in the exact ISIC 2024 training layout; return the folder."
@@ -351,7 +355,7 @@ def make_phantom_isic(out_dir: str | Path,  # folder to write the set into (crea
     if not 0 <= positive_rate <= 1: raise ValueError(f"positive_rate={positive_rate} must lie in [0, 1]")
     _check_replaceable(out_dir)
     rng = np.random.default_rng(seed)
-    lesions = sample_lesions(sample_patients(n_patients, rng, missing_rate), n_images, positive_rate, rng)
+    lesions = sample_lesions(sample_patients(n_patients, rng, missing_rate, skin_tone_shares), n_images, positive_rate, rng)
     lesions = pd.concat([lesions, sample_appearance(lesions, rng, image_size_range, subgroup_effect)], axis=1)
     lesions["isic_id"] = [f"ISIC_{i:07d}" for i in rng.choice(10_000_000, n_images, replace=False)]
     diagnosis = _diagnosis_columns(lesions.target.to_numpy(), rng)
@@ -367,6 +371,7 @@ def make_phantom_isic(out_dir: str | Path,  # folder to write the set into (crea
                 "positive_rate": positive_rate, "n_malignant": int(lesions.target.sum()),
                 "image_size_range": list(image_size_range), "mm_per_pixel": MM_PER_PIXEL, "seed": seed,
                 "subgroup_effect": subgroup_effect, "subgroup_effect_means": SUBGROUP_EFFECTS[subgroup_effect],
+                "skin_tone_shares": {"light": skin_tone_shares[0], "tan": skin_tone_shares[1], "brown to dark": skin_tone_shares[2]},
                 "jpeg_folder": jpeg_folder, "licence": "CC0-1.0", "data_card": "data_cards/phantom.md"}
         (partial / "phantom-card.json").write_text(json.dumps(card, indent=2))
     return out_dir

@@ -1,6 +1,5 @@
 "Skin colour: casts and their correction against phantom truth, and the estimator on real ISIC 2024 and HAM10000 images."
 import io
-import warnings
 
 import h5py
 import numpy as np
@@ -11,7 +10,7 @@ from PIL import Image
 
 from dermlab.colour import (COLOUR_CASTS, MIN_B_STAR, SKIN_TONE_GROUPS, apply_colour_cast, chardon_category,
                             correct_colour_cast, estimate_skin_colour, individual_typology_angle, relative_skin_tone)
-from dermlab.data import LabelLeakWarning, load_isic
+from dermlab.data import load_isic
 
 def tiles_and_truth(phantom_dir, n=60):
     truth = pd.read_csv(phantom_dir / "phantom-truth.csv").head(n)

@@ -1,12 +1,10 @@
 "Loading, cleaning, encoding, splitting and streaming ISIC data, on the real sample files and the phantom set."
-import io
 import warnings
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from dermlab.data import (CANONICAL_COLUMNS, LEAKY_COLUMNS, SITES, DermlabDataError, FolderImages, Hdf5Images,
                           LabelLeakWarning, TabularEncoder, assert_no_group_leak, detect_format, jpeg_scale_for,

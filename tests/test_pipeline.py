@@ -13,8 +13,8 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
     assert [n["notebook"] for n in report["notebooks"]] == course
-    assert course[:9] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
-                          "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb", "05_memorisation.ipynb"]
+    assert course[:11] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
+                          "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb", "05_memorisation.ipynb", "06_classifier.ipynb", "07_bias.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
     assert report["notebooks"][2]["parameters"]["DATA_DIR"] == str(folder / "phantom")
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
@@ -30,6 +30,13 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     comparison = pd.read_csv(folder / "05_memorisation" / "comparison.csv", index_col=0)  # every generator the course trained, in one table
     assert list(comparison.index) == ["real held-out tiles (ceiling)", "GAN", "Conv2DTranspose baseline", "diffusion"]
     assert comparison.copy_rate.notna().all() and (folder / "05_memorisation" / "review_kit" / "key.csv").exists()
+    experiment = pd.read_csv(folder / "06_classifier" / "experiment.csv")  # real only and both quick-mode generators, two seeds each
+    assert {"real only", "+ GAN 1:1", "+ GAN 4:1", "+ Conv2DTranspose baseline 4:1", "+ GAN malignant x4"} <= set(experiment.arm)
+    assert experiment.groupby("arm").seed.nunique().min() == 2 and experiment.pauc_above_80_tpr.between(0, 0.2).all()
+    assert (folder / "06_classifier" / "classifier" / "classifier.keras").exists()
+    bias_notebook = nbformat.read(folder / "executed" / "07_bias.ipynb", as_version=4)
+    shown = "".join(o.get("text", "") for c in bias_notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"scores of the classifier in {folder / '06_classifier'}" in shown  # 07_bias analyses the classifier 06_classifier trained
 
 def test_a_failing_notebook_is_kept_for_reading(tmp_path):
     notebooks = tmp_path / "nbs"
