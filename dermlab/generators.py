@@ -16,10 +16,11 @@ from .data import DermlabDataError, IsicData, TabularEncoder
 from .phantom import written_whole
 
 # %% auto #0
-__all__ = ['GENERATOR_KINDS', 'load_generator', 'COURSE_GENERATORS', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator',
-           'register_dermlab_kinds', 'PaintedDiscGenerator', 'load_course_generators', 'fixed_records', 'save_figure',
-           'save_sample_grid', 'save_curves', 'TrainingRun', 'CompiledStep', 'move_average_weights', 'run_on_replicas',
-           'save_synthetic_set', 'keras_cache_folder', 'host_reachable']
+__all__ = ['GENERATOR_KINDS', 'load_generator', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'JIT_COMPILE_CHOICES',
+           'ConditionalGenerator', 'register_dermlab_kinds', 'PaintedDiscGenerator', 'train_small_generator',
+           'load_course_generators', 'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun',
+           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set', 'keras_cache_folder',
+           'host_reachable']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -187,18 +188,56 @@ class PaintedDiscGenerator(ConditionalGenerator):
 COURSE_GENERATORS = {"GAN": "02_gan/gan", "Conv2DTranspose baseline": "03_deconv/deconv", "diffusion": "04_diffusion/diffusion"}
 "The generators the course trains: name -> the folder, inside the run folder, where its notebook saves it."
 
+SMALL_GENERATOR_STEPS = 150
+"Training steps of a stand-in generator (`train_small_generator`): three epochs of 50."
+
+def train_small_generator(name: str,  # a key of `COURSE_GENERATORS`
+                          train: IsicData,  # training split
+                          image_size: int,  # tile side in pixels
+                          folder: str | Path,  # its run folder (resumed if present) and, in `generator/`, the saved generator
+                          seed: int = 0,
+                         ) -> ConditionalGenerator:
+    "A small stand-in for a course generator, trained in `SMALL_GENERATOR_STEPS` steps, for a notebook opened without the generator's own."
+    encoder, folder, epochs = TabularEncoder.for_table(train.table), Path(folder), 3
+    if name == "GAN":
+        from dermlab.gan import ConditionalGan, GanConfig
+        generator = ConditionalGan(encoder, GanConfig(image_size=image_size, batch_size=32, jit_compile=False, seed=seed))
+    elif name == "Conv2DTranspose baseline":
+        from dermlab.deconv import DeconvConfig, DeconvGenerator
+        generator = DeconvGenerator(encoder, DeconvConfig(image_size=image_size, batch_size=16, seed=seed))
+    elif name == "diffusion":
+        from dermlab.diffusion import DENOISER_SIZES, DiffusionConfig, DiffusionGenerator
+        generator = DiffusionGenerator(encoder, DiffusionConfig(image_size=image_size, batch_size=16, seed=seed, **DENOISER_SIZES["cpu_quick"]))
+    else: raise ValueError(f"{name!r}: not one of {list(COURSE_GENERATORS)}")
+    generator.fit(train, epochs=epochs, run_dir=folder / "run", progress=False, steps_per_epoch=SMALL_GENERATOR_STEPS // epochs)
+    generator.save(folder / "generator")
+    return generator
+
 def load_course_generators(run_folder: str | Path,  # the course's run folder (holds 02_gan/, 03_deconv/, 04_diffusion/)
                            image_size: int,  # only generators of this tile size are returned
                            names: list | None = None,  # keys of `COURSE_GENERATORS` (default: all)
-                           say=print,  # called with one line for each generator left out
+                           say=print,  # called with one line for each generator left out or stood in for
+                           train: IsicData | None = None,  # training split: a missing generator gets a small stand-in trained on it; None: left out
+                           seed: int = 0,  # seed of a stand-in
                           ) -> dict:
-    "The course's trained generators found in `run_folder` at `image_size`, by name; each one missing or of another size is said, and left out."
+    "The course's trained generators in `run_folder` at `image_size`, by name; each one missing is said, and left out or stood in for."
     generators = {}
     for name in names or COURSE_GENERATORS:
         path = Path(run_folder) / COURSE_GENERATORS[name]
-        if not (path / "generator.json").exists(): say(f"{name}: none in {path} (run its notebook first)"); continue
-        generator = ConditionalGenerator.load(path)
-        if generator.image_size != image_size: say(f"{name}: trained at {generator.image_size} px, not {image_size}: left out"); continue
+        generator = ConditionalGenerator.load(path) if (path / "generator.json").exists() else None
+        if generator is not None and generator.image_size != image_size:
+            say(f"{name}: the one in {path} was trained at {generator.image_size} px, not {image_size}")
+            generator = None
+        elif generator is None: say(f"{name}: none in {path} (run its notebook first)")
+        if generator is None and train is not None:
+            small = Path(run_folder) / "small_generators" / f"{name.replace(' ', '_')}_{image_size}px"
+            if (small / "generator" / "generator.json").exists():
+                say(f"{name}: using the small stand-in trained earlier, {small / 'generator'}")
+                generator = ConditionalGenerator.load(small / "generator")
+            else:
+                say(f"{name}: training a small stand-in here ({SMALL_GENERATOR_STEPS} steps, far weaker than its notebook's), kept in {small}")
+                generator = train_small_generator(name, train, image_size, small, seed)
+        if generator is None: continue
         generators[name] = generator
     return generators
 

@@ -13,10 +13,10 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
     assert [n["notebook"] for n in report["notebooks"]] == course
-    assert course[:11] == ["00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
+    assert course[:12] == ["00_getting_started.ipynb", "00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
                           "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb", "05_memorisation.ipynb", "06_classifier.ipynb", "07_bias.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
-    assert report["notebooks"][2]["parameters"]["DATA_DIR"] == str(folder / "phantom")
+    assert report["notebooks"][3]["parameters"]["DATA_DIR"] == str(folder / "phantom")  # 01_data
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
     for name in course:
         executed = nbformat.read(folder / "executed" / name, as_version=4)
