@@ -301,7 +301,10 @@ class TrainingRun:
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **(checkpointed or {}))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "checkpoints", max_to_keep=max_to_keep)
         if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            try: self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            except (AssertionError, ValueError) as error:  # another model, or another configuration (image size, widths)
+                raise DermlabDataError(f"{self.run_dir}: its checkpoint {Path(self.manager.latest_checkpoint).name} was written by another model or "
+                                       f"configuration; set FRESH_RUN = True to start afresh, or choose another OUT_DIR ({error})") from error
             print(f"resumed from {self.manager.latest_checkpoint} (epoch {self.epochs_done})")
         history_path = self.run_dir / "history.json"
         self.history = json.loads(history_path.read_text())[: self.epochs_done] if history_path.exists() else []

@@ -90,3 +90,16 @@ def test_gan_notebook_killed_during_training_resumes_when_run_again(tmp_path):
     after = json.loads((run_dir / "history.json").read_text())
     assert [row["epoch"] for row in after] == [1, 2, 3, 4]
     assert after[: len(before)] == before  # the epochs done before the kill were kept, not trained again
+
+def test_a_run_folder_of_another_configuration_is_refused_with_a_clear_message(tmp_path):
+    "Resuming never mixes configurations: a checkpoint of 8 px tiles is refused by a 16 px model, naming the folder and FRESH_RUN."
+    import warnings
+    from dermlab.data import DermlabDataError, TabularEncoder, load_isic
+    from dermlab.deconv import DeconvConfig, DeconvGenerator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_isic(make_phantom_isic(tmp_path / "phantom", n_images=40, n_patients=8, seed=1))
+    encoder = TabularEncoder.for_table(data.table)
+    DeconvGenerator(encoder, DeconvConfig(image_size=8, batch_size=8)).fit(data, epochs=1, run_dir=tmp_path / "run", progress=False, steps_per_epoch=2)
+    with pytest.raises(DermlabDataError, match=re.escape(f"{tmp_path / 'run'}: its checkpoint ckpt-1 was written by another model or configuration; set FRESH_RUN = True")):
+        DeconvGenerator(encoder, DeconvConfig(image_size=16, batch_size=8)).fit(data, epochs=2, run_dir=tmp_path / "run", progress=False, steps_per_epoch=2)
