@@ -216,11 +216,11 @@ def train_small_generator(name: str,  # a key of `COURSE_GENERATORS`
 def load_course_generators(run_folder: str | Path,  # the course's run folder (holds 02_gan/, 03_deconv/, 04_diffusion/)
                            image_size: int,  # only generators of this tile size are returned
                            names: list | None = None,  # keys of `COURSE_GENERATORS` (default: all)
-                           say=print,  # called with one line for each generator left out or stood in for
+                           say=print,  # called with one line for each generator: where it came from, or why it is left out or stood in for
                            train: IsicData | None = None,  # training split: a missing generator gets a small stand-in trained on it; None: left out
                            seed: int = 0,  # seed of a stand-in
                           ) -> dict:
-    "The course's trained generators in `run_folder` at `image_size`, by name; each one missing is said, and left out or stood in for."
+    "The course's trained generators in `run_folder` at `image_size`, by name, each said where it came from; one missing is left out or stood in for."
     generators = {}
     for name in names or COURSE_GENERATORS:
         path = Path(run_folder) / COURSE_GENERATORS[name]
@@ -229,6 +229,7 @@ def load_course_generators(run_folder: str | Path,  # the course's run folder (h
             say(f"{name}: the one in {path} was trained at {generator.image_size} px, not {image_size}")
             generator = None
         elif generator is None: say(f"{name}: none in {path} (run its notebook first)")
+        else: say(f"{name} from {path}")
         if generator is None and train is not None:
             small = Path(run_folder) / "small_generators" / f"{name.replace(' ', '_')}_{image_size}px"
             if (small / "generator" / "generator.json").exists():
@@ -237,8 +238,7 @@ def load_course_generators(run_folder: str | Path,  # the course's run folder (h
             else:
                 say(f"{name}: training a small stand-in here ({SMALL_GENERATOR_STEPS} steps, far weaker than its notebook's), kept in {small}")
                 generator = train_small_generator(name, train, image_size, small, seed)
-        if generator is None: continue
-        generators[name] = generator
+        if generator is not None: generators[name] = generator
     return generators
 
 # %% ../nbs/01_generators.ipynb #34d7455f
