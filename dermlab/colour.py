@@ -6,6 +6,13 @@
 from __future__ import annotations
 import numpy as np
 import pandas as pd
+# Imported here, in the importing thread, not inside the functions: scikit-image loads its submodules lazily, and the
+# skin-tone estimate runs on a thread pool whose threads would otherwise import them at the same time and crash
+# ("partially initialized module 'skimage.morphology'") on a student's first load.
+from scipy import ndimage
+from skimage.color import lab2rgb, rgb2lab
+from skimage.filters import threshold_otsu
+from skimage.morphology import black_tophat, disk
 
 # %% auto #0
 __all__ = ['SKIN_TONES', 'RELATIVE_SKIN_TONES', 'UNKNOWN_SKIN_TONE', 'SKIN_TONE_GROUPS', 'LUMINANCE_WEIGHTS', 'COLOUR_CASTS',
@@ -17,13 +24,11 @@ __all__ = ['SKIN_TONES', 'RELATIVE_SKIN_TONES', 'UNKNOWN_SKIN_TONE', 'SKIN_TONE_
 # %% ../nbs/00_skin_colour.ipynb #48f9e5a1
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:  # (..., 3) sRGB, uint8 or floats in 0..255
     "Convert sRGB to CIELAB (D65 white), with scikit-image."
-    from skimage.color import rgb2lab
     return rgb2lab(np.asarray(rgb, dtype=np.float64) / 255)
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:  # (..., 3) CIELAB, D65 white
     "Convert CIELAB to sRGB as uint8, clipping colours outside the sRGB gamut."
     import warnings
-    from skimage.color import lab2rgb
     with warnings.catch_warnings():  # scikit-image warns when it clips out-of-gamut colours: clipping is what we ask for
         warnings.simplefilter("ignore", UserWarning)
         srgb = lab2rgb(np.asarray(lab, dtype=np.float64))
@@ -133,22 +138,20 @@ def healthy_skin_mask(lab: np.ndarray,  # CIELAB image (height, width, 3)
                       border: float = 0.25,  # share of the side, from each edge, where skin is looked for
                      ) -> np.ndarray:
     "Pixels of healthy skin: in the border band; not vignette, glare, hair, or the lesion (the dark region reaching the centre, widened)."
-    from scipy import ndimage
-    from skimage import filters, morphology
     lightness = lab[..., 0]
     height, width = lightness.shape
     side = min(height, width)
     exposed = (lightness > 20) & (lightness < 97)
-    hair = morphology.black_tophat(lightness, morphology.disk(max(2, side // 40))) > 8
+    hair = black_tophat(lightness, disk(max(2, side // 40))) > 8
     usable = exposed & ~hair
     dark = np.zeros_like(usable)
     if usable.sum() > 10:
-        threshold = filters.threshold_otsu(lightness[usable])
+        threshold = threshold_otsu(lightness[usable])
         darker, lighter = lightness[usable & (lightness < threshold)], lightness[usable & (lightness >= threshold)]
         if len(darker) and np.median(lighter) - np.median(darker) >= 8: dark = exposed & (lightness < threshold)
     regions, _ = ndimage.label(dark)
     central = np.unique(regions[height // 4:height - height // 4, width // 4:width - width // 4])
-    lesion = ndimage.binary_dilation(np.isin(regions, central[central > 0]), morphology.disk(max(1, side // 20)))
+    lesion = ndimage.binary_dilation(np.isin(regions, central[central > 0]), disk(max(1, side // 20)))
     band = np.ones_like(usable)
     band[round(height * border):height - round(height * border), round(width * border):width - round(width * border)] = False
     return usable & ~dark & ~lesion & band

@@ -237,3 +237,27 @@ def test_phantom_ita_matches_the_truth(phantom, phantom_dir):
     assert phantom.table.skin_tone_source.str.endswith("groups: Chardon's ITA categories").all()  # the phantom is calibrated for them
     dark = phantom.table.skin_tone.isin(["brown", "dark"])
     assert 0 < dark.mean() < 0.4  # skewed light, with some darker patients
+
+FIRST_LOAD = """
+import os, sys, warnings
+import tensorflow  # as every notebook does, before dermlab
+warnings.simplefilter("ignore")
+from dermlab.data import load_isic
+data = load_isic(sys.argv[1])
+print(len(data), int(data.table.ita.notna().sum()))
+"""
+
+def test_a_first_load_of_ham10000_after_tensorflow_never_crashes(realdata, tmp_path):
+    "10 fresh processes, two at a time (a busy machine), each with a fresh copy and an empty estimate cache, TensorFlow imported first."
+    import os, shutil, subprocess, sys
+    def start(i):
+        copy = shutil.copytree(realdata / "ham10000_sample", tmp_path / f"copy{i}" / "ham10000_sample")
+        env = {**os.environ, "DERMLAB_CACHE": str(tmp_path / f"cache{i}"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        return subprocess.Popen([sys.executable, "-c", FIRST_LOAD, str(copy)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = []
+    for pair in range(5):
+        running = [start(2 * pair), start(2 * pair + 1)]
+        results += [(p.wait(timeout=300), *p.communicate()) for p in running]
+    failures = [err.strip().splitlines()[-1] for code, _, err in results if code != 0]
+    assert not failures, f"{len(failures)} of 10 first loads failed: {failures[:3]}"
+    assert all(out.split()[0] == "70" and int(out.split()[1]) > 50 for _, out, _ in results)  # every image estimated, most trusted
