@@ -19,14 +19,15 @@ from .phantom import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_ONLY_COLUMNS, written
 
 # %% auto #0
 __all__ = ['SITES', 'SITE_NAMES', 'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'NUMERIC_COLUMNS', 'TEXT_COLUMNS', 'LEAKY_COLUMNS',
-           'SKIN_SOURCE_MEASURED', 'SKIN_SOURCE_PHANTOM', 'SKIN_SOURCE_ESTIMATED', 'CHARDON_SOURCES',
-           'ISIC2024_EXTRA_FEATURES', 'ISIC2019_CLASSES', 'HAM10000_MALIGNANT', 'SYNTHETIC_PROVENANCE', 'READERS',
-           'DECODE_PARALLELISM', 'CACHE_BLOCK', 'DermlabDataError', 'LabelLeakWarning', 'read_csv_checked',
-           'Hdf5Images', 'FolderImages', 'canonical_types', 'drop_leaky_columns', 'normalise_site', 'clean_table',
-           'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData', 'read_isic2024',
-           'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format', 'load_isic',
-           'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak', 'restore_memory_allocator',
-           'jpeg_scale_for', 'make_image_dataset']
+           'MISSING_SPELLINGS', 'SEX_NAMES', 'SKIN_SOURCE_MEASURED', 'SKIN_SOURCE_PHANTOM', 'SKIN_SOURCE_ESTIMATED',
+           'CHARDON_SOURCES', 'ISIC2024_EXTRA_FEATURES', 'ISIC2019_CLASSES', 'HAM10000_DIAGNOSES', 'HAM10000_MALIGNANT',
+           'SYNTHETIC_PROVENANCE', 'READERS', 'DECODE_PARALLELISM', 'CACHE_BLOCK', 'DermlabDataError',
+           'LabelLeakWarning', 'detect_delimiter', 'read_csv_checked', 'Hdf5Images', 'FolderImages', 'canonical_types',
+           'drop_leaky_columns', 'normalise_site', 'UnreadableValueWarning', 'read_numbers', 'read_labels',
+           'clean_table', 'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData',
+           'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format',
+           'load_isic', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
+           'restore_memory_allocator', 'jpeg_scale_for', 'make_image_dataset']
 
 # %% ../nbs/01_data.ipynb #923caf44
 class DermlabDataError(ValueError):
@@ -35,14 +36,26 @@ class DermlabDataError(ValueError):
 class LabelLeakWarning(UserWarning):
     "Columns that leak the label were dropped from the features."
 
+def detect_delimiter(path: str | Path,  # CSV file
+                    ) -> str:
+    "The field separator, from the header line: ',' or what a spreadsheet wrote instead (';' or a tab)."
+    with open(path, encoding="utf-8-sig", errors="replace") as handle: header = handle.readline()
+    counts = {separator: header.count(separator) for separator in [",", ";", "\t"]}
+    return max(counts, key=counts.get) if max(counts.values()) else ","
+
 def read_csv_checked(path: str | Path,  # CSV file to read
                      required: list,  # columns that must be present
                     ) -> pd.DataFrame:
-    "Read a CSV, failing with a clear message if it is missing, empty or lacks required columns."
+    "Read a CSV (',', ';' with decimal commas, or tabs; UTF-8), failing in one line if it is missing, empty, unreadable or lacks required columns."
     path = Path(path)
     if not path.is_file(): raise DermlabDataError(f"{path}: file not found")
-    try: table = pd.read_csv(path, low_memory=False)
+    separator = detect_delimiter(path)
+    try: table = pd.read_csv(path, sep=separator, decimal="," if separator == ";" else ".", encoding="utf-8-sig", low_memory=False)
     except pd.errors.EmptyDataError: raise DermlabDataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as error:
+        raise DermlabDataError(f"{path}: not a table with {separator!r} between fields: {str(error).strip().splitlines()[-1]}") from None
+    except UnicodeDecodeError as error:
+        raise DermlabDataError(f"{path}: not UTF-8 text (byte {error.start}): save it as 'CSV UTF-8'") from None
     missing = [c for c in required if c not in table.columns]
     if missing: raise DermlabDataError(f"{path}: required columns missing: {missing}")
     if table.empty: raise DermlabDataError(f"{path}: the table has no rows")
@@ -155,27 +168,88 @@ def drop_leaky_columns(table: pd.DataFrame,  # raw table as read from a file
                       LabelLeakWarning, stacklevel=2)
     return table.drop(columns=leaky)
 
-def normalise_site(site: pd.Series, where: str = "table") -> pd.Series:
+def normalise_site(site: pd.Series,
+                   where: str = "table",  # file name, for messages
+                   column: str = "site",  # the file's column, for messages
+                  ) -> pd.Series:
     "Map site names onto `SITES`; an unknown name is an error that lists it."
     lowered = site.astype("string").str.strip().str.lower()
     unknown = sorted(set(lowered.dropna()) - set(SITE_NAMES))
-    if unknown: raise DermlabDataError(f"{where}: column 'site' has unknown site names {unknown}: add them to dermlab.data.SITE_NAMES")
+    if unknown: raise DermlabDataError(f"{where}: column '{column}' has unknown site names {unknown}: add them to dermlab.data.SITE_NAMES")
     return pd.Series(pd.Categorical(lowered.map(SITE_NAMES), categories=SITES), index=site.index)
+
+MISSING_SPELLINGS = ["", "unknown", "nan", "na", "n/a", "none", "null", "?", "-"]
+"How tables spell a missing value: read as missing without a word (any other unreadable value is reported)."
+
+SEX_NAMES = {"female": "female", "f": "female", "male": "male", "m": "male"}
+"Spellings of sex mapped onto `female` and `male`."
+
+class UnreadableValueWarning(UserWarning):
+    "Values that could not be read load as missing: the message names the file, the column, how many and which ids."
+
+def _rows_named(values: pd.Series, rows: pd.Series, image_ids: pd.Series, where: str, column: str, what: str) -> str:
+    "\"file: column 'x': <what> in N rows (e.g. [values]; ids [...])\": the sentence of every value check."
+    examples = sorted({str(v) for v in values[rows] if pd.notna(v)})[:3]
+    count = int(rows.sum())
+    shown = f"e.g. {examples}; " if examples else ""
+    return f"{where}: column '{column}': {what} in {count} row{'s' if count != 1 else ''} ({shown}ids {list(image_ids[rows][:5])})"
+
+def _spelt_missing(values: pd.Series) -> pd.Series:
+    "True where a value is missing or one of the `MISSING_SPELLINGS`."
+    return values.isna() | values.astype("string").str.strip().str.lower().isin(MISSING_SPELLINGS).fillna(True)
+
+def read_numbers(table: pd.DataFrame, name: str, where: str, column: str,
+                 low: float = -np.inf, high: float = np.inf,  # the plausible range; values outside load as missing
+                ) -> pd.Series:
+    "Column `name` as floats; text that is no number, and numbers outside [low, high], load as missing with an `UnreadableValueWarning`."
+    numbers = pd.to_numeric(table[name].astype("string").str.strip().str.replace(",", ".", regex=False), errors="coerce").astype("float64")
+    unreadable = numbers.isna() & ~_spelt_missing(table[name])
+    if unreadable.any():
+        warnings.warn(_rows_named(table[name], unreadable, table.image_id, where, column, "text that is no number") + ": read as missing",
+                      UnreadableValueWarning, stacklevel=3)
+    implausible = numbers.notna() & ~numbers.between(low, high)
+    if implausible.any():
+        warnings.warn(_rows_named(numbers, implausible, table.image_id, where, column, f"values outside {low:g} to {high:g}") + ": read as missing",
+                      UnreadableValueWarning, stacklevel=3)
+    return numbers.where(~implausible)
+
+def read_labels(table: pd.DataFrame, where: str, column: str) -> pd.Series:
+    "`target` as Int8 0/1; anything else is a `DermlabDataError` naming the ids; missing labels in a labelled table are a warning."
+    labels = pd.to_numeric(table.target.astype("string").str.strip(), errors="coerce")
+    unreadable = ~_spelt_missing(table.target) & ~labels.isin([0, 1])
+    if unreadable.any():
+        raise DermlabDataError(_rows_named(table.target, unreadable, table.image_id, where, column, "labels that are not 0 or 1")
+                               + ": correct them, or leave them empty for unlabelled images")
+    unlabelled = labels.isna()
+    if unlabelled.any() and not unlabelled.all():
+        warnings.warn(_rows_named(table.target, unlabelled, table.image_id, where, column, "no label") + ": these images load as unlabelled",
+                      UnreadableValueWarning, stacklevel=3)
+    return labels.astype("Int8")
 
 def clean_table(table: pd.DataFrame,  # canonical columns, raw types
                 where: str = "table",  # file name, for messages
+                columns: dict | None = None,  # canonical name -> the file's column, for messages (default: the same name)
                ) -> pd.DataFrame:
-    "Fix types, normalise sex and site, report and drop duplicate image ids."
-    table = table.copy()
+    "Fix types, normalise sex and site, report and drop duplicate image ids; name every unreadable value (file, column, ids)."
+    table, column = table.copy(), {**{c: c for c in table.columns}, **(columns or {})}
     duplicated = table.image_id.duplicated()
     if duplicated.any():
         warnings.warn(f"{where}: dropped {duplicated.sum()} rows with duplicate image ids, e.g. {list(table.image_id[duplicated][:5])}")
         table = table[~duplicated]
-    table["age"] = pd.to_numeric(table.age, errors="coerce").where(lambda a: a.between(0, 120))
+    no_patient = _spelt_missing(table.patient_id)
+    if no_patient.any():
+        raise DermlabDataError(_rows_named(table.patient_id, no_patient, table.image_id, where, column["patient_id"], "no patient")
+                               + ": every image needs its patient, so that no patient's lesions end up in two splits")
+    table["age"] = read_numbers(table, "age", where, column["age"], 0, 120)
+    table["diameter_mm"] = read_numbers(table, "diameter_mm", where, column["diameter_mm"], 0, 500)
     sex = table.sex.astype("string").str.strip().str.lower()
-    table["sex"] = pd.Categorical(sex.where(sex.isin(["female", "male"])), categories=["female", "male"])
-    table["site"] = normalise_site(table.site, where)
-    table["target"] = pd.to_numeric(table.target, errors="coerce").astype("Int8")
+    unreadable = ~_spelt_missing(table.sex) & ~sex.isin(list(SEX_NAMES)).fillna(False)
+    if unreadable.any():
+        warnings.warn(_rows_named(table.sex, unreadable, table.image_id, where, column["sex"], "values that are not female or male")
+                      + ": read as missing", UnreadableValueWarning, stacklevel=2)
+    table["sex"] = pd.Categorical(sex.map(SEX_NAMES), categories=["female", "male"])
+    table["site"] = normalise_site(table.site, where, column["site"])
+    table["target"] = read_labels(table, where, column["target"])
     return table.reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #baa38313
@@ -306,15 +380,15 @@ def read_isic2024(folder: str | Path,  # a folder in the Kaggle ISIC 2024 layout
     raw["diagnosis"] = raw.get("iddx_full")  # a label column, kept apart from the features
     raw = drop_leaky_columns(raw, csv.name)
     phantom = (folder / "phantom-card.json").exists()
-    table = _canonical(raw, dict(image_id="isic_id", patient_id="patient_id", target="target", diagnosis="diagnosis",
-                                 age="age_approx", sex="sex", site="anatom_site_general", diameter_mm="clin_size_long_diam_mm",
-                                 skin_L="tbp_lv_Lext", skin_b="tbp_lv_Bext", attribution="attribution", licence="copyright_license"),
-                       dict(source="phantom", licence="CC0-1.0") if phantom else dict(source="isic2024"))
+    columns = dict(image_id="isic_id", patient_id="patient_id", target="target", diagnosis="diagnosis", age="age_approx", sex="sex",
+                   site="anatom_site_general", diameter_mm="clin_size_long_diam_mm", skin_L="tbp_lv_Lext", skin_b="tbp_lv_Bext",
+                   attribution="attribution", licence="copyright_license")
+    table = _canonical(raw, columns, dict(source="phantom", licence="CC0-1.0") if phantom else dict(source="isic2024"))
     table["skin_tone_source"] = SKIN_SOURCE_PHANTOM if phantom else SKIN_SOURCE_MEASURED
     table = pd.concat([table, raw[[c for c in ISIC2024_EXTRA_FEATURES if c in raw]]], axis=1)
     hdf5 = folder / f"{split}-image.hdf5"
     images = Hdf5Images(hdf5) if hdf5.exists() else FolderImages(folder / f"{split}-image" / "image")
-    table = _check_images_present(clean_table(table, csv.name), images, missing_images)
+    table = _check_images_present(clean_table(table, csv.name, columns), images, missing_images)
     return IsicData(canonical_types(assign_skin_tone_groups(table)), images, folder)
 
 # %% ../nbs/01_data.ipynb #4985bdba
@@ -327,16 +401,16 @@ def read_isic2020(folder: str | Path,  # the Kaggle SIIM-ISIC 2020 folder (train
     csv = folder / f"{split}.csv"
     raw = read_csv_checked(csv, ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge"]
                            + (["target"] if split == "train" else []))
-    table = _canonical(raw, dict(image_id="image_name", patient_id="patient_id", target="target", diagnosis="diagnosis",
-                                 age="age_approx", sex="sex", site="anatom_site_general_challenge"),
-                       dict(licence="CC BY-NC 4.0", source="isic2020"))
+    columns = dict(image_id="image_name", patient_id="patient_id", target="target", diagnosis="diagnosis", age="age_approx",
+                   sex="sex", site="anatom_site_general_challenge")
+    table = _canonical(raw, columns, dict(licence="CC BY-NC 4.0", source="isic2020"))
     image_folder = next((p for p in [folder / "jpeg" / split, folder / split] if p.is_dir() and any(p.glob("*.jpg"))), folder / "jpeg" / split)
-    return _finish_folder_dataset(table, FolderImages(image_folder), csv, missing_images)
+    return _finish_folder_dataset(table, FolderImages(image_folder), csv, missing_images, columns=columns)
 
 def _finish_folder_dataset(table: pd.DataFrame, images: FolderImages, csv: Path, missing_images: str,
-                           skin_tone: bool = True) -> IsicData:
+                           skin_tone: bool = True, columns: dict | None = None) -> IsicData:
     "Clean, check images, and estimate skin tone from pixels for a folder-of-JPEGs dataset."
-    table = clean_table(table, csv.name)
+    table = clean_table(table, csv.name, columns)
     table = _check_images_present(table, images, missing_images)
     if skin_tone: table = estimate_skin_tone(table, images, progress=len(table) > 2000)
     else: table["skin_tone_source"] = "unknown: not estimated (skin_tone=False)"
@@ -359,10 +433,14 @@ def read_isic2019(folder: str | Path,  # folder with ISIC_2019_Training_GroundTr
     raw["diagnosis"] = raw[list(ISIC2019_CLASSES)].idxmax(axis=1).map(ISIC2019_CLASSES)
     raw["target"] = raw[["MEL", "BCC", "SCC"]].max(axis=1)
     raw["patient"] = raw.get("lesion_id", pd.Series(index=raw.index, dtype=object)).fillna(raw.image)
-    table = _canonical(raw, dict(image_id="image", patient_id="patient", target="target", diagnosis="diagnosis",
-                                 age="age_approx", sex="sex", site="anatom_site_general"),
-                       dict(licence="CC BY-NC 4.0", source="isic2019"))
-    return _finish_folder_dataset(table, FolderImages(folder / "ISIC_2019_Training_Input"), truth_csv, missing_images)
+    columns = dict(image_id="image", patient_id="patient", target="target", diagnosis="diagnosis", age="age_approx", sex="sex",
+                   site="anatom_site_general")
+    table = _canonical(raw, columns, dict(licence="CC BY-NC 4.0", source="isic2019"))
+    return _finish_folder_dataset(table, FolderImages(folder / "ISIC_2019_Training_Input"), truth_csv, missing_images,
+                                  columns={**columns, "patient_id": "lesion_id", "target": "MEL/BCC/SCC"})
+
+HAM10000_DIAGNOSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+"The seven diagnosis codes of HAM10000's `dx` column."
 
 HAM10000_MALIGNANT = ["mel", "bcc", "akiec"]
 "HAM10000 diagnoses counted as malignant (akiec includes Bowen's disease, squamous cell carcinoma in situ)."
@@ -375,11 +453,14 @@ def read_ham10000(folder: str | Path,  # folder with HAM10000_metadata.csv and t
     folder = Path(folder)
     csv = folder / "HAM10000_metadata.csv"
     raw = read_csv_checked(csv, ["lesion_id", "image_id", "dx", "age", "sex", "localization"])
-    raw["target"] = raw.dx.isin(HAM10000_MALIGNANT).astype(int)
-    table = _canonical(raw, dict(image_id="image_id", patient_id="lesion_id", target="target", diagnosis="dx",
-                                 age="age", sex="sex", site="localization"),
-                       dict(licence="CC BY-NC 4.0", source="ham10000"))
-    return _finish_folder_dataset(table, FolderImages(folder), csv, missing_images, skin_tone)
+    dx = raw.dx.astype("string").str.strip().str.lower()
+    unknown = dx.notna() & ~dx.isin(HAM10000_DIAGNOSES)
+    if unknown.any(): raise DermlabDataError(f"{csv}: column 'dx' has {unknown.sum()} codes that are not HAM10000's {HAM10000_DIAGNOSES} "
+                                             f"(e.g. {sorted(set(raw.dx[unknown]))[:3]} in ids {list(raw.image_id[unknown][:5])})")
+    raw["target"] = dx.isin(HAM10000_MALIGNANT).astype("Int8").where(dx.notna())  # no diagnosis: no label
+    columns = dict(image_id="image_id", patient_id="lesion_id", target="target", diagnosis="dx", age="age", sex="sex", site="localization")
+    table = _canonical(raw, columns, dict(licence="CC BY-NC 4.0", source="ham10000"))
+    return _finish_folder_dataset(table, FolderImages(folder), csv, missing_images, skin_tone, {**columns, "target": "dx"})
 
 # %% ../nbs/01_data.ipynb #afb2b2df
 SYNTHETIC_PROVENANCE = ["synthetic", "generator", "generator_version", "seed", "condition_source_id"]
@@ -396,6 +477,7 @@ def read_synthetic(folder: str | Path,  # a folder written by `save_synthetic_se
     table["source"] = "synthetic: " + raw.generator.astype(str)
     asked = raw.get("skin_tone_source", pd.Series("unknown", index=raw.index)).astype(object).fillna("unknown").astype(str)
     table["skin_tone_source"] = "requested in the record, not measured on the image: " + asked
+    table["patient_id"] = table.patient_id.fillna("no patient: " + table.image_id.astype(str))  # a record made up by hand has none
     images = Hdf5Images(folder / "synthetic-image.hdf5")
     table = _check_images_present(clean_table(table, csv.name), images, missing_images)
     return IsicData(canonical_types(table), images, folder)

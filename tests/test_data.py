@@ -158,7 +158,7 @@ def test_unknown_site_and_category_values_are_named(phantom_dir, tmp_path):
     (tmp_path / "train-image.hdf5").symlink_to(phantom_dir / "train-image.hdf5")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LabelLeakWarning)
-        with pytest.raises(DermlabDataError, match="train-metadata.csv: column 'site' has unknown site names \\['armpit'\\]"):
+        with pytest.raises(DermlabDataError, match="train-metadata.csv: column 'anatom_site_general' has unknown site names \\['armpit'\\]"):
             load_isic(tmp_path)
         data = load_isic(phantom_dir)
     encoder = TabularEncoder().fit(data.table[data.table.sex == "female"])
@@ -261,3 +261,96 @@ def test_a_first_load_of_ham10000_after_tensorflow_never_crashes(realdata, tmp_p
     failures = [err.strip().splitlines()[-1] for code, _, err in results if code != 0]
     assert not failures, f"{len(failures)} of 10 first loads failed: {failures[:3]}"
     assert all(out.split()[0] == "70" and int(out.split()[1]) > 50 for _, out, _ in results)  # every image estimated, most trusted
+
+# --- tables edited the way people edit them ---------------------------------------------------------
+
+def edited_rows(realdata, tmp_path, edit=None, **to_csv) -> "Path":
+    "A copy of the real ISIC 2024 training rows whose table is edited by `edit` and written with `to_csv` options."
+    import shutil
+    folder = shutil.copytree(realdata / "isic2024_train_rows", tmp_path / "rows")
+    table = pd.read_csv(folder / "train-metadata.csv")
+    (edit(table) if edit else table).to_csv(folder / "train-metadata.csv", index=False, **to_csv)
+    return folder
+
+def load_quietly(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LabelLeakWarning)
+        return load_isic(folder)
+
+def second_row(column, value):
+    return lambda table: table.assign(**{column: table[column].astype(object).where(table.index != 1, value)})
+
+def test_a_label_that_is_not_0_or_1_is_an_error_naming_file_column_and_id(realdata, tmp_path):
+    folder = edited_rows(realdata, tmp_path, second_row("target", "yes"))
+    second = pd.read_csv(folder / "train-metadata.csv").isic_id[1]
+    with pytest.raises(DermlabDataError, match=rf"train-metadata.csv: column 'target': labels that are not 0 or 1 in 1 row \(e.g. \['yes'\]; ids \['{second}'\]\)"):
+        load_quietly(folder)
+
+def test_a_blank_label_is_a_warning_that_counts_and_names_the_rows(realdata, tmp_path):
+    from dermlab.data import UnreadableValueWarning
+    folder = edited_rows(realdata, tmp_path, second_row("target", None))
+    second = pd.read_csv(folder / "train-metadata.csv").isic_id[1]
+    with pytest.warns(UnreadableValueWarning, match=rf"column 'target': no label in 1 row \(ids \['{second}'\]\): these images load as unlabelled"):
+        data = load_quietly(folder)
+    assert data.table.target.isna().tolist() == [False, True, False, False, False]
+
+@pytest.mark.parametrize("column, value, message", [
+    ("age_approx", "forty", r"column 'age_approx': text that is no number in 1 row \(e.g. \['forty'\]"),
+    ("age_approx", 200, r"column 'age_approx': values outside 0 to 120 in 1 row"),
+    ("sex", "X", r"column 'sex': values that are not female or male in 1 row \(e.g. \['X'\]"),
+    ("clin_size_long_diam_mm", "3 mm", r"column 'clin_size_long_diam_mm': text that is no number in 1 row"),
+])
+def test_an_unreadable_value_loads_as_missing_with_a_warning_naming_it(realdata, tmp_path, column, value, message):
+    from dermlab.data import UnreadableValueWarning
+    folder = edited_rows(realdata, tmp_path, second_row(column, value))
+    with pytest.warns(UnreadableValueWarning, match=message):
+        data = load_quietly(folder)
+    canonical = {"age_approx": "age", "sex": "sex", "clin_size_long_diam_mm": "diameter_mm"}[column]
+    assert data.table[canonical].isna().tolist() == [False, True, False, False, False]
+
+def test_spellings_of_missing_load_as_missing_without_a_word(realdata, tmp_path):
+    folder = edited_rows(realdata, tmp_path, lambda t: t.assign(sex=["unknown", "F", "", "male", "M"], age_approx=["n/a", 40, "?", 50, 60]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning but the leak warning fails the test
+        warnings.simplefilter("ignore", LabelLeakWarning)
+        data = load_isic(folder)
+    assert data.table.sex.astype(object).where(data.table.sex.notna(), None).tolist() == [None, "female", None, "male", "male"]
+    assert data.table.age.isna().tolist() == [True, False, True, False, False]
+
+def test_an_image_without_a_patient_is_an_error(realdata, tmp_path):
+    folder = edited_rows(realdata, tmp_path, second_row("patient_id", None))
+    with pytest.raises(DermlabDataError, match=r"column 'patient_id': no patient in 1 row"):
+        load_quietly(folder)
+
+@pytest.mark.parametrize("options", [dict(sep=";", decimal=","), dict(sep="\t"), dict(encoding="utf-8-sig")])
+def test_a_table_saved_by_a_spreadsheet_reads_as_the_original(realdata, tmp_path, options):
+    "A European spreadsheet (';' between fields, decimal commas), tabs, and Excel's 'CSV UTF-8' (a byte-order mark)."
+    original = load_quietly(realdata / "isic2024_train_rows").table
+    saved = load_quietly(edited_rows(realdata, tmp_path, **options)).table
+    assert saved.ita.notna().all() and saved.diameter_mm.notna().all()
+    pd.testing.assert_frame_equal(saved.drop(columns=["licence"]), original.drop(columns=["licence"]), check_exact=False)
+
+def test_a_table_that_is_not_one_is_refused_in_one_line(tmp_path):
+    from dermlab.data import read_csv_checked
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("isic_id;target\nA;1\nB;0;7;8\n")
+    with pytest.raises(DermlabDataError, match=r"ragged.csv: not a table with ';' between fields: .*line 3") as error:
+        read_csv_checked(ragged, ["isic_id"])
+    assert "\n" not in str(error.value)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("isic_id,site\nA,t\xeate\n".encode("latin-1"))
+    with pytest.raises(DermlabDataError, match=r"latin.csv: not UTF-8 text"):
+        read_csv_checked(latin, ["isic_id"])
+
+def test_a_ham10000_code_it_does_not_know_is_an_error_and_a_blank_one_no_label(realdata, tmp_path):
+    import shutil
+    from dermlab.data import UnreadableValueWarning
+    folder = shutil.copytree(realdata / "ham10000_sample", tmp_path / "ham")
+    table = pd.read_csv(folder / "HAM10000_metadata.csv")
+    table.assign(dx=table.dx.where(table.index != 0, "melanoma")).to_csv(folder / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(DermlabDataError, match=rf"column 'dx' has 1 codes that are not HAM10000's .*'melanoma'.*{table.image_id[0]}"):
+        load_isic(folder, skin_tone=False)
+    table.assign(dx=table.dx.where(table.index != 0, None)).to_csv(folder / "HAM10000_metadata.csv", index=False)
+    with pytest.warns(UnreadableValueWarning, match=rf"column 'dx': no label in 1 row \(ids \['{table.image_id[0]}'\]\)"):
+        data = load_isic(folder, skin_tone=False)
+    assert data.table.target.isna().sum() == 1 and data.table.target.sum() == 30 - (table.dx[0] in ["mel", "bcc", "akiec"])
