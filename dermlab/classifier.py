@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .data import LABEL_COLUMNS, LEAKY_COLUMNS, DermlabDataError, assert_no_group_leak
-from .generators import host_reachable, keras_cache_folder
+from .generators import host_reachable, import_keras_cv, keras_cache_folder
 
 # %% auto #0
 __all__ = ['CLASSIFIER_METRICS', 'EFFICIENTNET_WEIGHTS', 'DEGRADATIONS', 'MIN_STEPS_PER_EPOCH', 'partial_auc_above_tpr',
@@ -227,7 +227,8 @@ def imaging_augmentation(image_size: int,  # side of the tiles
                          blur_and_jpeg: bool = True,  # KerasCV's per-image blur and JPEG layers (slow on a 2-core CPU: off in quick mode)
                         ):
     "A Keras layer of random flips, rotations, zooms, shifts, brightness, contrast and noise (and blur and JPEG quality) for pixels in [0, 1]."
-    import keras, keras_cv
+    import keras
+    keras_cv = import_keras_cv()
     layers = [keras.layers.RandomFlip("horizontal_and_vertical", seed=seed), keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
               keras.layers.RandomZoom((-0.2 * strength, 0.1 * strength), fill_mode="reflect", seed=seed),
               keras.layers.RandomTranslation(0.08 * strength, 0.08 * strength, fill_mode="reflect", seed=seed),

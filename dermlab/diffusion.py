@@ -13,7 +13,7 @@ import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
 from .evaluate import sample_diversity
-from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, host_reachable,
+from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, host_reachable, import_keras_cv,
                                 keras_cache_folder, move_average_weights, run_on_replicas)
 
 # %% auto #0
@@ -41,7 +41,7 @@ def make_noise_scheduler(schedule: str = "cosine",  # one of SCHEDULE_NAMES
                         ):
     "KerasCV's `NoiseScheduler` (`add_noise`, DDPM `step`) with the betas of `schedule`."
     import keras
-    from keras_cv.models.stable_diffusion import NoiseScheduler
+    NoiseScheduler = import_keras_cv().models.stable_diffusion.NoiseScheduler
     if schedule not in SCHEDULE_NAMES: raise ValueError(f"schedule={schedule!r}: choose one of {list(SCHEDULE_NAMES)}")
     # KerasCV's own betas (1e-4 to 0.02); clip_sample=False because keras-cv 0.9 clips with a function Keras 3 no longer has
     # (ops.clip_by_value): our samplers clip the predicted clean tile themselves (`split_prediction`)
@@ -425,8 +425,7 @@ def load_stable_diffusion(image_size: int = 512,  # KerasCV rounds to a multiple
             f"Stable Diffusion needs {', '.join(missing)} (about 4 GB) in the Keras cache, and {', '.join(unreachable)} cannot be "
             f"reached from here: run on Colab or Kaggle with internet on, or download them elsewhere (URLs in "
             f"dermlab.diffusion.STABLE_DIFFUSION_FILES) into ~/.keras/datasets/")
-    import keras_cv
-    return keras_cv.models.StableDiffusion(img_width=image_size, img_height=image_size, jit_compile=True)
+    return import_keras_cv().models.StableDiffusion(img_width=image_size, img_height=image_size, jit_compile=True)
 
 class StableDiffusionGenerator(ConditionalGenerator):
     "KerasCV's Stable Diffusion behind the shared interface: one `record_prompt` per record, the seed instead of our noise."

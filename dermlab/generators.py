@@ -19,8 +19,8 @@ from .phantom import written_whole
 __all__ = ['GENERATOR_KINDS', 'load_generator', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'JIT_COMPILE_CHOICES',
            'ConditionalGenerator', 'register_dermlab_kinds', 'PaintedDiscGenerator', 'train_small_generator',
            'load_course_generators', 'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun',
-           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set', 'keras_cache_folder',
-           'host_reachable']
+           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set', 'import_keras_cv',
+           'keras_cache_folder', 'host_reachable']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -432,6 +432,14 @@ def save_synthetic_set(folder: str | Path,  # created or replaced, written whole
     return folder
 
 # %% ../nbs/01_generators.ipynb #1a581eb0
+def import_keras_cv():
+    "KerasCV, imported without the 'TqdmWarning: IProgress not found' that its dependencies print where ipywidgets is absent."
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import keras_cv
+    return keras_cv
+
 def keras_cache_folder() -> Path:
     "Where Keras keeps downloaded files: KERAS_HOME, by default ~/.keras (weights in `models/`, other files in `datasets/`)."
     import os

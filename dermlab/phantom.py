@@ -17,8 +17,8 @@ from .colour import individual_typology_angle, lab_to_rgb
 
 # %% auto #0
 __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TEST_COLUMNS', 'MM_PER_PIXEL', 'SUBGROUP_EFFECTS',
-           'written_whole', 'sample_patients', 'sample_lesions', 'sample_appearance', 'render_lesion', 'measure_lesion',
-           'make_phantom_isic']
+           'remove_stale_partials', 'tidy_folder', 'written_whole', 'sample_patients', 'sample_lesions',
+           'sample_appearance', 'render_lesion', 'measure_lesion', 'make_phantom_isic']
 
 # %% ../nbs/00_phantom.ipynb #49444f65
 ISIC2024_TRAIN_COLUMNS = [
@@ -46,16 +46,60 @@ MM_PER_PIXEL = 0.1
 "Phantom scale: one pixel of a phantom tile is 0.1 mm of skin, whatever the tile's size."
 
 # %% ../nbs/00_phantom.ipynb #568f82cf
+def _owner_alive(pid: int) -> bool:
+    "Whether process `pid` runs on this machine (a process of another user counts as alive)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _stale_leftovers(path: Path) -> list:
+    "(leftover, kind) of each partial write or old copy of `path` beside it whose writing process has stopped."
+    import glob
+    stale = []
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+        kind, _, owner = leftover.name[len(path.name) + 2:].partition("-")  # .<name>.<kind>-<pid>-<random>
+        pid, _, _ = owner.partition("-")  # names of earlier releases carry no pid: no process can own them now
+        alive = pid.isdigit() and "-" in owner and _owner_alive(int(pid))
+        if kind in ("partial", "old") and not alive: stale.append((leftover, kind))
+    return stale
+
+def remove_stale_partials(path: str | Path,  # a file or folder that `written_whole` writes
+                         ) -> list:
+    "Remove what stopped writes of `path` left beside it, restoring the old copy if a kill fell between two renames; say what."
+    import warnings
+    path, removed = Path(path), []
+    for leftover, kind in _stale_leftovers(path):
+        if kind == "old" and not path.exists(): os.replace(leftover, path)  # killed between the two renames: the old copy is the data
+        elif leftover.is_dir(): shutil.rmtree(leftover, ignore_errors=True)
+        else: leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    if removed: warnings.warn(f"{path.parent}: removed {len(removed)} partial writes of {path.name} left by stopped processes: "
+                              f"{[p.name for p in removed]}", stacklevel=3)
+    return removed
+
+def tidy_folder(folder: str | Path,  # a run folder, a dataset folder, OUT_DIR ...
+               ) -> list:
+    "Remove, anywhere below `folder`, what writes stopped by a kill left behind (see `remove_stale_partials`); return it."
+    import re
+    folder = Path(folder)
+    if not folder.is_dir(): raise FileNotFoundError(f"{folder}: folder not found")
+    leftover = re.compile(r"\.(.+)\.(partial|old)-[0-9a-f]+(-[0-9a-f]+)?")
+    targets = {path.parent / match[1] for path in folder.rglob(".*") if (match := leftover.fullmatch(path.name))}
+    return [removed for target in sorted(targets, key=lambda t: len(t.parts)) for removed in remove_stale_partials(target)]
+
 @contextmanager
 def written_whole(path: str | Path):  # file or folder to create or replace
-    "Yield a temporary path beside `path`; move it onto `path` only if the block finishes."
+    "Yield a temporary path beside `path`; move it onto `path` only if the block finishes; remove what stopped writes left."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    remove_stale_partials(path)
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid tells a later write whether the writer still lives
+    temporary = path.with_name(f".{path.name}.partial-{owner}")
     try:
         yield temporary
         if path.is_dir() and temporary.is_dir():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            old = path.with_name(f".{path.name}.old-{owner}")
             os.replace(path, old)
             os.replace(temporary, path)
             shutil.rmtree(old)

@@ -4,17 +4,18 @@
 
 # %% ../nbs/08_pipeline.ipynb #e865f836
 from __future__ import annotations
-import argparse, json, os, sys, time, warnings
+import argparse, json, logging, os, sys, time, warnings
 from pathlib import Path
 
 import dermlab
 from .data import DermlabDataError, IsicData, LabelLeakWarning, load_isic
-from .phantom import SUBGROUP_EFFECTS, make_phantom_isic, written_whole
+from .phantom import SUBGROUP_EFFECTS, make_phantom_isic, tidy_folder, written_whole
 
 # %% auto #0
 __all__ = ['MIN_PATIENTS', 'MIN_MALIGNANT', 'MIN_BENIGN', 'SMALL_DATASET', 'find_notebooks_folder', 'find_course_notebooks',
-           'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data', 'execute_notebook',
-           'run_course', 'main']
+           'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data', 'memory_limit',
+           'memory_kills', 'peak_memory', 'KernelWatch', 'notebook_budget', 'NotebookProgress', 'NotebookDied',
+           'death_message', 'execute_notebook', 'run_course', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #79a16271
 def find_notebooks_folder(start: str | Path | None = None) -> Path:
@@ -73,28 +74,193 @@ def check_course_data(folder: str | Path,  # the folder given as `--data`
         warnings.warn(f"{data.folder}: {len(data)} images are enough to run the course, far too few for its results to mean anything", SmallDatasetWarning)
     return data
 
+# %% ../nbs/08_pipeline.ipynb #cd09c082
+def memory_limit() -> int:
+    "Bytes this process may use: its memory cgroup's limit (containers, Colab, Kaggle), else the machine's memory."
+    for limit in [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]:
+        try: value = limit.read_text().strip()
+        except OSError: continue
+        if value.isdigit() and int(value) < 2 ** 60: return int(value)
+    import os
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+def memory_kills(pid: int | str = "self") -> int | None:
+    "How many processes the out-of-memory killer has ended in `pid`'s memory cgroup (None where the system does not say)."
+    try: groups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError: return None
+    for line in groups:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "": events, key = Path("/sys/fs/cgroup") / group.lstrip("/") / "memory.events", "oom_kill"
+        elif "memory" in controllers.split(","): events, key = Path("/sys/fs/cgroup/memory") / group.lstrip("/") / "memory.oom_control", "oom_kill"
+        else: continue
+        try: counts = dict(line.split() for line in events.read_text().splitlines())
+        except (OSError, ValueError): continue
+        if key in counts: return int(counts[key])
+    return None
+
+def peak_memory(pid: int) -> int:
+    "The largest resident memory process `pid` has had so far (Linux's VmHWM), in bytes; 0 where it cannot be read."
+    try: status = Path(f"/proc/{pid}/status").read_text()
+    except OSError: return 0
+    return next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+# %% ../nbs/08_pipeline.ipynb #6e83304e
+class KernelWatch:
+    "One notebook's kernel as the operating system sees it: its process, its peak memory, how it ended."
+    def __init__(self, log: Path):  # the file that takes the kernel's own output (TensorFlow's C++ logs, libjpeg's complaints)
+        import threading
+        self.log, self.process, self.peak_bytes = Path(log), None, 0
+        self.kills_before, self._stop = memory_kills(), threading.Event()
+
+    def attach(self, process):  # the kernel's `subprocess.Popen`
+        "Start sampling the kernel's peak memory twice a second."
+        import threading
+        self.process = process
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while self.process.poll() is None and not self._stop.wait(0.5): self.peak_bytes = max(self.peak_bytes, peak_memory(self.process.pid))
+
+    def stop(self): self._stop.set()
+
+    def ending(self) -> str:
+        "How the kernel ended, in words, with the evidence: for the one-line message of a kernel that died."
+        import signal
+        code = self.process.poll() if self.process else None
+        killed = code == -signal.SIGKILL
+        kills_after = memory_kills(self.process.pid if code is None else "self")
+        for_memory = kills_after is not None and self.kills_before is not None and kills_after > self.kills_before
+        peak = f"its peak memory {self.peak_bytes / 1e9:.1f} GB of {memory_limit() / 1e9:.1f} GB"
+        if for_memory: return f"killed by the operating system for lack of memory ({peak})"
+        if killed and self.peak_bytes > 0.9 * memory_limit(): return f"killed (SIGKILL), most likely for lack of memory ({peak})"
+        if killed: return f"killed (SIGKILL) by another process, not by the out-of-memory killer ({peak})"
+        return f"ended with exit code {code} ({peak})"
+
+# %% ../nbs/08_pipeline.ipynb #6a874c93
+def _kernel_manager_for(watch: KernelWatch):
+    "A Jupyter kernel manager whose kernel writes its own output to `watch.log` and reports its process to `watch`."
+    from jupyter_client.manager import AsyncKernelManager
+    class LoggingKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **options):
+            with open(watch.log, "ab") as log:  # the kernel keeps its own copy of the file
+                await super().start_kernel(stdout=log, stderr=log, **options)
+            watch.attach(self.provisioner.process)
+    return LoggingKernelManager
+
+def _engine_reporting_to(at_cell):  # called as at_cell(index, total, cell) before each cell runs
+    "A papermill engine that says which cell it starts."
+    from papermill.engines import NBClientEngine
+    class ReportingEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **options):
+            starting = nb_man.cell_start
+            def cell_start(cell, cell_index=None, **more):
+                at_cell(cell_index, len(nb_man.nb.cells), cell)
+                return starting(cell, cell_index, **more)
+            nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **options)
+    return ReportingEngine
+
+# %% ../nbs/08_pipeline.ipynb #4bee0047
+def notebook_budget(notebook: str,  # a course notebook's stem, such as '02_gan'
+                    quick: bool) -> str:
+    "The notebook's time budget in words, as `00_getting_started` measured or estimated it ('' if none)."
+    from dermlab.runtime import TIME_BUDGET, budget_durations
+    if notebook not in TIME_BUDGET: return ""
+    quick_time, full_t4, full_cpu = budget_durations(notebook)
+    return f"quick budget {quick_time}" if quick else f"full profile {full_t4} on a T4, {full_cpu} on a CPU"
+
+def _clock(seconds: float) -> str: return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+class NotebookProgress:
+    "One line per notebook in the terminal: the cell it runs of all, the time so far and its budget."
+    def __init__(self, notebook: str, budget: str = "",
+                 stream=None,  # default: standard output
+                 every: float | None = None):  # seconds between lines; default: 1 on a terminal (in place), 60 in a log
+        import threading
+        self.notebook, self.budget, self.stream = notebook, budget, stream or sys.stdout
+        self.in_place = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every if every is not None else (1 if self.in_place else 60)
+        self.cell_index, self.cells, self.started, self._stop = 0, 0, time.perf_counter(), threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+
+    def start(self):
+        self._ticker.start()
+        return self
+
+    def cell(self, index: int, total: int, cell=None):
+        self.cell_index, self.cells = index, total
+
+    def line(self) -> str:
+        budget = f" ({self.budget})" if self.budget else ""
+        return f"  {self.notebook}: cell {self.cell_index + 1}/{self.cells}, {_clock(time.perf_counter() - self.started)}{budget}"
+
+    def _show(self, text: str, final: bool = False):
+        if self.in_place: self.stream.write("\r" + text.ljust(100)[:max(100, len(text))] + ("\n" if final else ""))
+        else: self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _tick(self):
+        while not self._stop.wait(self.every):
+            if self.cells: self._show(self.line())
+
+    def stop(self, summary: str | None = None):
+        "Stop the ticker; show `summary` as the notebook's last line."
+        self._stop.set()
+        if summary: self._show(f"  {self.notebook}: {summary}", final=True)
+
+# %% ../nbs/08_pipeline.ipynb #33a9bb3b
+class NotebookDied(RuntimeError):
+    "A notebook's kernel died: the message says which notebook and cell, how the kernel ended, and where the executed copy is."
+
+def death_message(notebook: str,  # the notebook's file name
+                  position: dict,  # the cell that was running: index, total and source
+                  watch: KernelWatch,
+                  executed_copy: Path,  # the notebook as far as it ran
+                 ) -> str:
+    "The one line that says a kernel died, where, why, and where to look."
+    first_line = next((line for line in position.get("source", "").splitlines() if line.strip() and not line.startswith("#")), "")
+    where = f"cell {position['index'] + 1} of {position['total']} ({first_line[:60]})" if "index" in position else "before its first cell"
+    return f"{notebook}: the kernel died in {where}: {watch.ending()}; the notebook as far as it ran: {executed_copy}; the kernel's log: {watch.log}"
+
 # %% ../nbs/08_pipeline.ipynb #f6853c60
 def execute_notebook(notebook: Path,  # the notebook to run
                      executed: Path,  # where its executed copy goes
                      parameters: dict,  # injected into its `parameters` cell
                      kernel: str = "python3",
-                    ) -> float:
-    "Run one notebook with papermill; keep the executed copy whole, or as `.failed.ipynb`; return seconds taken."
+                     progress: NotebookProgress | None = None,  # told of each cell as it starts
+                    ) -> dict:
+    "Run one notebook with papermill; keep the executed copy whole, or as `.failed.ipynb`; return its seconds and peak memory."
     import papermill
+    from nbclient.exceptions import DeadKernelError
+    from papermill.engines import papermill_engines
     executed.parent.mkdir(parents=True, exist_ok=True)
     running, failed = executed.with_suffix(".running.ipynb"), executed.with_suffix(".failed.ipynb")
-    start = time.perf_counter()
+    watch, position = KernelWatch(executed.with_suffix(".log")), {}
+    watch.log.unlink(missing_ok=True)
+    def at_cell(index, total, cell):
+        position.update(index=index, total=total, source=cell.source)
+        if progress: progress.cell(index, total)
+    papermill_engines.register("dermlab", _engine_reporting_to(at_cell))
+    start, quiet = time.perf_counter(), logging.getLogger("papermill")
+    level, quiet.level = quiet.level, logging.CRITICAL  # nbclient's own 'Kernel died ...' notice: the one-line message says more
     try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: no TensorFlow start-up logs in the terminal
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: fewer TensorFlow notices in its log and notebook
         papermill.execute_notebook(str(notebook), str(running), parameters=parameters, kernel_name=kernel, cwd=str(notebook.parent),
-                                   progress_bar=False, extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel transport notices
+                                   progress_bar=False, engine_name="dermlab", kernel_manager_class=_kernel_manager_for(watch),
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel transport notices
     except BaseException as error:
+        watch.stop()
+        quiet.level = level
         if running.exists(): os.replace(running, failed)
+        if isinstance(error, DeadKernelError): raise NotebookDied(death_message(notebook.name, position, watch, failed)) from None
         error.notebook, error.executed_copy = notebook.name, failed  # for the one-line message of the command line
         raise
+    watch.stop()
+    quiet.level = level
     os.replace(running, executed)
     if failed.exists(): failed.unlink()
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, "peak_memory_gb": round(watch.peak_bytes / 1e9, 2), "cells": position.get("total")}
 
 def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<date-time> beside nbs/)
                quick: bool = False,  # small sizes and few epochs: minutes on a CPU
@@ -112,9 +278,14 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
         wanted = {Path(n).stem for n in notebooks}
         unknown = wanted - {p.stem for p in course}
         if unknown: raise ValueError(f"no course notebooks named {sorted(unknown)}; the course has {[p.stem for p in course]}")
-        course = [p for p in course if p.stem in wanted]
+        chosen = [p for p in course if p.stem in wanted]
+        needs_phantom = not data_dir and any("DATA_DIR" in notebook_parameters(p) for p in chosen)
+        course = [p for p in course if p.stem in wanted or (needs_phantom and p.stem == "00_phantom")]
     run_folder = Path(out_dir or folder.parent / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     data = Path(data_dir).resolve() if data_dir else run_folder / "phantom"
+    if notebooks and not data_dir and "00_phantom" not in wanted and any(p.stem == "00_phantom" for p in course):
+        if (data / "train-metadata.csv").is_file(): course = [p for p in course if p.stem != "00_phantom"]  # rendered by an earlier run
+        else: print(f"00_phantom runs too: the notebooks you chose read the phantom set it renders into {data}", flush=True)
     report = {"quick": quick, "seed": seed, "data_dir": str(data), "notebooks": []}
     for notebook in course:
         parameters = parameters_for(notebook, run_folder, data, quick, seed)
@@ -122,8 +293,12 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
             if data_dir: continue  # your own data: no phantom needed
             parameters["OUT_DIR"] = str(data)
         print(f"running {notebook.name} {parameters}", flush=True)
-        seconds = execute_notebook(notebook, run_folder / "executed" / notebook.name, parameters, kernel)
-        report["notebooks"].append({"notebook": notebook.name, "parameters": parameters, "seconds": round(seconds, 1)})
+        progress = NotebookProgress(notebook.stem, notebook_budget(notebook.stem, quick)).start()
+        try: done = execute_notebook(notebook, run_folder / "executed" / notebook.name, parameters, kernel, progress)
+        finally: progress.stop()
+        progress.stop(f"done, {done['cells']} cells in {_clock(done['seconds'])}, peak memory {done['peak_memory_gb']:.1f} GB")
+        report["notebooks"].append({"notebook": notebook.name, "parameters": parameters, "seconds": round(done["seconds"], 1),
+                                    "peak_memory_gb": done["peak_memory_gb"]})
         with written_whole(run_folder / "run.json") as partial: partial.write_text(json.dumps(report, indent=2))
     return run_folder
 
@@ -132,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dermlab", description="dermlab: a course on synthetic data for skin-cancer detection "
                                      "(research and teaching only, not a medical device)")
     parser.add_argument("--version", action="version", version=f"dermlab {dermlab.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,phantom}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,phantom,tidy}")
     run = commands.add_parser("run", help="run the course notebooks end to end with papermill",
                               description="Run the course notebooks in order with papermill; executed copies and outputs go to a run folder.")
     run.add_argument("--quick", action="store_true", help="small sizes and few epochs (minutes on a CPU)")
@@ -145,12 +320,24 @@ def _parser() -> argparse.ArgumentParser:
                                   description="Render a phantom ISIC set (rendered test images with known ground truth) in the ISIC 2024 layout.")
     phantom.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (new, empty, or an earlier phantom set)")
     phantom.add_argument("--images", type=int, default=2000, help="number of lesion tiles (default: 2000)")
-    phantom.add_argument("--patients", type=int, default=150, help="number of patients, at most --images (default: 150)")
+    phantom.add_argument("--patients", type=int, help="number of patients, at most --images (default: a quarter of --images, at most 150)")
     phantom.add_argument("--positive-rate", type=float, default=0.05, help="share of malignant tiles, 0 to 1 (default: 0.05)")
     phantom.add_argument("--seed", type=int, default=42, help="the same seed gives the same files (default: 42)")
     phantom.add_argument("--subgroup-effect", choices=[k for k in SUBGROUP_EFFECTS if k], help="plant a known bias (default: none)")
     phantom.add_argument("--jpeg-folder", action="store_true", help="also write train-image/image/<isic_id>.jpg")
+    tidy = commands.add_parser("tidy", help="remove what killed writes left behind below a folder",
+                               description="Remove the partial writes (.NAME.partial-*) and old copies (.NAME.old-*) that processes "
+                               "stopped by a kill left below a folder; those of running processes stay.")
+    tidy.add_argument("folder", metavar="DIR", help="a run folder, a dataset folder, or any folder dermlab wrote into")
     return parser
+
+def _check_phantom_options(args):
+    "Refuse impossible `dermlab phantom` options in the command's own words."
+    if args.images < 1: raise ValueError(f"--images {args.images}: at least 1 image")
+    if args.patients is None: args.patients = min(150, max(1, args.images // 4))
+    if not 1 <= args.patients <= args.images:
+        raise ValueError(f"--patients {args.patients} with --images {args.images}: between 1 patient and one patient per image")
+    if not 0 <= args.positive_rate <= 1: raise ValueError(f"--positive-rate {args.positive_rate:g}: a share between 0 and 1")
 
 def _run(args) -> str:
     "Carry out a parsed command; return what to print."
@@ -161,6 +348,12 @@ def _run(args) -> str:
             warnings.showwarning = lambda message, *_: print(f"dermlab: warning: {message}", file=sys.stderr)
             folder = run_course(args.out, quick=args.quick, data_dir=args.data, notebooks=args.notebooks, seed=args.seed)
         return f"done: executed notebooks and outputs in {folder}"
+    if args.command == "tidy":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the line below says it all
+            removed = tidy_folder(args.folder)
+        return f"removed {len(removed)} leftovers of stopped writes below {args.folder}" + "".join(f"\n  {p}" for p in removed)
+    _check_phantom_options(args)
     folder = make_phantom_isic(args.out_dir, n_images=args.images, n_patients=args.patients, positive_rate=args.positive_rate,
                                seed=args.seed, subgroup_effect=args.subgroup_effect, jpeg_folder=args.jpeg_folder, progress=True)
     return f"phantom set written to {folder}"
@@ -174,6 +367,9 @@ def main(argv: list | None = None) -> int:
     except (DermlabDataError, ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"dermlab: error: {error}", file=sys.stderr)
         return 2
+    except NotebookDied as error:
+        print(f"dermlab: error: {error}", file=sys.stderr)
+        return 1
     except papermill.PapermillExecutionError as error:
         print(f"dermlab: error: {getattr(error, 'notebook', 'a notebook')} failed at cell {error.exec_count}: {error.ename}: {error.evalue} "
               f"(the executed copy, stopped at that cell: {getattr(error, 'executed_copy', 'executed/*.failed.ipynb')})", file=sys.stderr)

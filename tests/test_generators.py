@@ -117,6 +117,8 @@ def test_every_generator_fits_generates_saves_and_loads_the_same_images(kind, sm
     rebatched = generator.generate(records, n_per_row=2, seed=3, batch_size=3)  # the same noise, other batches
     # oneDNN may sum in another order for another batch size: at most the last digit of a pixel may change
     assert np.abs(images.astype(int) - rebatched).max() <= 1 and (images != rebatched).mean() < 0.01
+    other_seed = generator.generate(records, n_per_row=2, seed=4)  # a generator that ignores its noise fails here
+    assert (np.abs(images.astype(int) - other_seed) > 2).mean() > 0.01, "another seed gave (nearly) the same images"
     generator.save(tmp_path / "saved")
     assert not list((tmp_path / "saved").glob("*.pkl")) and json.loads((tmp_path / "saved/generator.json").read_text())["kind"] == kind
     loaded = ConditionalGenerator.load(tmp_path / "saved")
@@ -126,7 +128,13 @@ def test_every_generator_fits_generates_saves_and_loads_the_same_images(kind, sm
     saved = save_synthetic_set(tmp_path / "synthetic", images, records.loc[records.index.repeat(2)], loaded, seed=3)
     table = pd.read_csv(saved / "synthetic-metadata.csv")
     assert table.synthetic.all() and (table.generator == kind).all() and (table.generator_version == generator.version).all()
-    assert len(quiet_load(saved)) == 8
+    synthetic = quiet_load(saved)  # read back as a student would: provenance kept, the images those generated
+    assert len(synthetic) == 8 and synthetic.table.source.eq(f"synthetic: {kind}").all() and synthetic.table.seed.eq(3).all()
+    assert list(synthetic.table.condition_source_id) == list(records.image_id.repeat(2))
+    assert list(synthetic.table.patient_id) == list(records.patient_id.repeat(2))  # each record's patient, for patient-wise splits
+    from dermlab.evaluate import read_tiles
+    tiles, _ = read_tiles(synthetic, generator.image_size)
+    assert np.abs(tiles.astype(int) - images).mean() < 3  # JPEG at quality 95: the same pixels but for rounding
 
 def test_loading_names_what_is_wrong(tmp_path):
     from dermlab.data import DermlabDataError
@@ -204,3 +212,18 @@ def test_mixed_precision_step_runs_with_loss_scaling(small_set, tmp_path):
     history = gan.fit(small_set, epochs=1, run_dir=tmp_path, progress=False)
     assert np.isfinite(history.discriminator_loss.iloc[0]) and int(gan.generator_optimizer.iterations) > 0
     assert gan.generate(small_set.table.head(2)).dtype == np.uint8
+
+def test_a_host_that_never_answers_is_given_up_after_the_timeout(monkeypatch):
+    "The offline path's promise, 'fail within seconds': a connection that hangs for a minute is abandoned after the timeout."
+    import socket, threading
+    from dermlab.generators import host_reachable
+    released = threading.Event()
+    def hanging(*args, **kwargs):
+        released.wait(60)
+        raise OSError("no answer")
+    monkeypatch.setattr(socket, "create_connection", hanging)
+    started = time.perf_counter()
+    assert host_reachable("https://weights.example/x.h5", timeout=0.5) is False
+    waited = time.perf_counter() - started
+    released.set()
+    assert waited < 30, waited  # 0.5 s asked, a minute of hanging avoided: the margin holds on the busiest machine

@@ -1,5 +1,6 @@
 "The course runner: the README's main command, run through papermill on the phantom set."
-import json
+import json, os, re
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -7,12 +8,19 @@ import pytest
 
 from dermlab.pipeline import find_course_notebooks, find_notebooks_folder, main, run_course
 
-def test_course_runs_end_to_end_on_the_phantom_set(tmp_path):
+def test_course_runs_end_to_end_on_the_phantom_set(tmp_path, capfd):
     "The README's main command: every course notebook, every cell (test cells included), through papermill in quick mode."
     folder = run_course(tmp_path / "run", quick=True)
     report = json.loads((folder / "run.json").read_text())
     course = [p.name for p in find_course_notebooks(find_notebooks_folder())]
     assert [n["notebook"] for n in report["notebooks"]] == course
+    terminal = "".join(capfd.readouterr())  # what the kernels and papermill wrote too, at the level of file descriptors
+    for noise in ("I0000", "W0000", "E0000", "oneDNN", "Corrupt JPEG", "TqdmWarning", "Kernel"):
+        assert noise not in terminal, f"{noise!r} reached the terminal"
+    for name in course:  # one closing line per notebook: its cells, time and peak memory
+        assert re.search(rf"^  {name[:-6]}: done, \d+ cells in \d+:\d\d, peak memory \d+\.\d GB$", terminal, re.M), name
+    assert all(0.1 < n["peak_memory_gb"] < 8 for n in report["notebooks"])  # Colab's free tier must survive every kernel
+    assert "Corrupt JPEG data" in (folder / "executed" / "01_data.log").read_text()  # the broken-image lesson's messages, kept
     assert course[:12] == ["00_getting_started.ipynb", "00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
                           "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb", "05_memorisation.ipynb", "06_classifier.ipynb", "07_bias.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
@@ -101,14 +109,117 @@ def test_a_missing_empty_or_unrelated_folder_is_refused_in_one_line(tmp_path, ca
 
 def test_command_line_errors_version_and_help(tmp_path, capsys):
     assert main(["phantom", str(tmp_path / "set"), "--positive-rate", "2"]) == 2
-    assert capsys.readouterr().err == "dermlab: error: positive_rate=2.0 must lie in [0, 1]\n" and not (tmp_path / "set").exists()
+    assert capsys.readouterr().err == "dermlab: error: --positive-rate 2: a share between 0 and 1\n" and not (tmp_path / "set").exists()
     assert main(["phantom", str(tmp_path / "set"), "--images", "3", "--patients", "5"]) == 2
-    assert "n_patients (5) <= n_images (3)" in capsys.readouterr().err
+    assert capsys.readouterr().err == "dermlab: error: --patients 5 with --images 3: between 1 patient and one patient per image\n"
+    assert main(["phantom", str(tmp_path / "set"), "--images", "50"]) == 0  # --patients follows --images
+    assert pd.read_csv(tmp_path / "set" / "train-metadata.csv").patient_id.nunique() == 12
+    capsys.readouterr()
     import dermlab
     with pytest.raises(SystemExit) as exit: main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"dermlab {dermlab.__version__}"
     from dermlab.pipeline import _parser
     commands = next(a for a in _parser()._actions if a.dest == "command").choices
-    assert set(commands) == {"run", "phantom"}
+    assert set(commands) == {"run", "phantom", "tidy"}
     for name, command in commands.items():  # every option and argument explains itself in --help
         assert all(action.help for action in command._actions), [a.dest for a in command._actions if not a.help]
+
+# --- a kernel that dies, a subset of the course, refusals ---------------------------------------------
+
+def one_notebook_course(tmp_path, *cells) -> "Path":
+    "A course folder holding one notebook (00_phantom) with a parameters cell, a cell that prints, then `cells`."
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    parameters = nbformat.v4.new_code_cell("QUICK = False\nOUT_DIR = ''"); parameters.metadata["tags"] = ["parameters"]
+    body = [nbformat.v4.new_code_cell("import os, time\nos.write(2, b'E0000 a C-level notice\\n')\nprint('before the end')")]
+    notebook = nbformat.v4.new_notebook(cells=[parameters, *body, *map(nbformat.v4.new_code_cell, cells)],
+                                        metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
+    nbformat.write(notebook, notebooks / "00_phantom.ipynb")
+    return notebooks
+
+def test_a_kernel_killed_mid_cell_is_reported_in_one_line(tmp_path, monkeypatch, capfd):
+    "papermill says only 'DeadKernelError: Kernel died'; dermlab names the notebook, the cell, how the kernel ended and where to look."
+    import dermlab.pipeline
+    notebooks = one_notebook_course(tmp_path, "held = b'x' * 300_000_000  # 0.3 GB\ntime.sleep(1.5)\nos.kill(os.getpid(), 9)")
+    monkeypatch.setattr(dermlab.pipeline, "find_notebooks_folder", lambda: notebooks)
+    assert main(["run", "--quick", "--out", str(tmp_path / "run")]) == 1
+    out, err = capfd.readouterr()
+    failed = tmp_path / "run" / "executed" / "00_phantom.failed.ipynb"
+    assert err.count("\n") == 1, err
+    assert err.startswith("dermlab: error: 00_phantom.ipynb: the kernel died in cell 4 of 4 (held = b'x' * 300_000_000  # 0.3 GB): "
+                          "killed (SIGKILL) by another process, not by the out-of-memory killer (its peak memory "), err
+    assert f"the notebook as far as it ran: {failed}; the kernel's log: {failed.with_name('00_phantom.log')}" in err
+    peak = float(err.split("its peak memory ")[1].split(" GB")[0])
+    assert 0.3 <= peak < 1.0, err
+    shown = "".join(o.get("text", "") for c in nbformat.read(failed, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
+    assert "before the end" in shown  # the cells before the death, with their outputs
+    assert "E0000" not in out + err and "E0000 a C-level notice" in (tmp_path / "run" / "executed" / "00_phantom.log").read_text()
+
+def memory_group(limit_bytes: int):
+    "A new memory cgroup (v1 or v2) below this process's own, limited to `limit_bytes`; (folder, its cgroup.procs), or a skip."
+    from dermlab.pipeline import memory_kills
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, group = line.split(":", 2)
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists(): root, limit = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","): root, limit = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else: continue
+        folder = root / group.lstrip("/") / f"dermlab-test-{os.getpid()}"
+        try:
+            folder.mkdir()
+            (folder / limit).write_text(str(limit_bytes))
+            return folder
+        except OSError as error:
+            if folder.exists(): folder.rmdir()
+            pytest.skip(f"no memory cgroup can be made here ({error}): the out-of-memory kill is not reproduced")
+    pytest.skip("this system has no memory cgroup: the out-of-memory kill is not reproduced")
+
+def test_a_kernel_killed_for_memory_says_so(tmp_path):
+    "A real out-of-memory kill: `dermlab run` in a memory group of 700 MB, a notebook that takes 1.5 GB."
+    import subprocess, sys, textwrap
+    notebooks = one_notebook_course(tmp_path, "held = [b'x' * 100_000_000 for _ in range(15)]  # 1.5 GB, 0.1 GB at a time")
+    group = memory_group(700_000_000)
+    run = textwrap.dedent(f"""
+        import sys, dermlab.pipeline
+        from pathlib import Path
+        dermlab.pipeline.find_notebooks_folder = lambda: Path({str(notebooks)!r})
+        sys.exit(dermlab.pipeline.main(["run", "--quick", "--out", {str(tmp_path / 'run')!r}]))""")
+    try:
+        done = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
+                              preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())))
+    finally:
+        for _ in range(50):  # the group empties once its processes are gone
+            try: group.rmdir(); break
+            except OSError: __import__("time").sleep(0.1)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and "the kernel died in cell 4 of 4 (held = [b'x' * 100_000_000 for _ in range(15)]" in done.stderr
+    assert "killed by the operating system for lack of memory (its peak memory 0." in done.stderr, done.stderr
+
+def test_a_subset_without_the_phantom_notebook_gets_the_phantom_set(tmp_path, capsys):
+    folder = run_course(tmp_path / "run", quick=True, notebooks=["00_skin_colour"])
+    report = json.loads((folder / "run.json").read_text())
+    assert [n["notebook"] for n in report["notebooks"]] == ["00_phantom.ipynb", "00_skin_colour.ipynb"]
+    assert f"00_phantom runs too: the notebooks you chose read the phantom set it renders into {folder / 'phantom'}" in capsys.readouterr().out
+    assert all(n["peak_memory_gb"] > 0.1 for n in report["notebooks"])
+    again = json.loads((run_course(folder, quick=True, notebooks=["00_skin_colour"]) / "run.json").read_text())
+    assert [n["notebook"] for n in again["notebooks"]] == ["00_skin_colour.ipynb"]  # the set is there now: not rendered twice
+
+def test_a_phantom_without_labels_or_malignant_tiles_is_refused(tmp_path, capsys):
+    from dermlab.phantom import make_phantom_isic
+    benign = make_phantom_isic(tmp_path / "benign", n_images=60, n_patients=20, positive_rate=0, seed=3)
+    assert "and has 20 patients, 0 malignant and 60 benign" in refused(benign, tmp_path / "run", capsys)
+    table = pd.read_csv(benign / "train-metadata.csv")
+    table.assign(target=None).to_csv(benign / "train-metadata.csv", index=False)
+    assert "no image has a label (target)" in refused(benign, tmp_path / "run", capsys)
+    (tmp_path / "a file").write_text("not a folder")
+    assert "not a folder" in refused(tmp_path / "a file", tmp_path / "run", capsys)
+
+def test_tidy_removes_what_killed_writes_left_and_keeps_writes_in_progress(tmp_path, capsys):
+    import subprocess
+    stopped = subprocess.Popen(["true"]); stopped.wait()  # its process id now belongs to no one
+    leftover = tmp_path / "run" / "02_gan" / f".gan.partial-{stopped.pid}-0badf00d"
+    leftover.mkdir(parents=True); (leftover / "weights.h5").write_bytes(b"0" * 1000)
+    in_progress = tmp_path / "run" / f".run.json.partial-{os.getpid()}-0badf00d"  # this process is alive: not a leftover
+    in_progress.write_text("{}")
+    assert main(["tidy", str(tmp_path / "run")]) == 0
+    assert not leftover.exists() and in_progress.exists() and (tmp_path / "run" / "02_gan").is_dir()
+    assert capsys.readouterr().out.startswith(f"removed 1 leftovers of stopped writes below {tmp_path / 'run'}\n  {leftover}")
