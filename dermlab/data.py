@@ -661,13 +661,16 @@ def restore_memory_allocator():
     libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: glibc's own ceiling for its sliding threshold
     libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD: twice that, as glibc keeps it
 
-def _byte_chunks(data: IsicData, rows: np.ndarray, shuffle: bool, seed: int, chunk: int = 256):
-    "A generator factory: yields (row indices, image bytes) chunks, in a new order every epoch."
-    epoch = [0]
+def _byte_chunks(data: IsicData, rows: np.ndarray, shuffle: bool, seed: int, chunk: int = 256,
+                 first_pass: int = 0,  # the pass over `rows` to begin with (each pass has its own order)
+                 skip: int = 0,  # rows of that first pass already used: never read, let alone decoded
+                ):
+    "A generator factory: yields (row indices, image bytes) chunks, in a new order every pass over the rows."
+    epoch, to_skip = [first_pass], [skip]
     def generate():
         restore_memory_allocator()  # TensorFlow has just patched malloc for this generator (once per process)
-        order = np.random.default_rng([seed, epoch[0]]).permutation(rows) if shuffle else rows
-        epoch[0] += 1
+        order = (np.random.default_rng([seed, epoch[0]]).permutation(rows) if shuffle else rows)[to_skip[0]:]
+        epoch[0], to_skip[0] = epoch[0] + 1, 0
         skipped_before = len(data.images.skipped)
         for start in range(0, len(order), chunk):
             part = order[start:start + chunk]
@@ -717,11 +720,14 @@ def make_image_dataset(data: IsicData,  # table and image store
                        cache: bool | str | Path = False,  # keep decoded uint8 tiles: True in memory, or a file path
                        drop_remainder: bool = False,  # drop the last, smaller batch
                        seed: int = 0,
+                       resume_at: int = 0,  # batches already drawn from this stream repeated: it starts where they ended
                       ):
     "A `tf.data.Dataset` of batches of `outputs`, streamed from the image store."
     import tensorflow as tf
     known = {"conditions", "image", "target", "index"}
     if not set(outputs) <= known: raise DermlabDataError(f"outputs {outputs}: choose from {sorted(known)}")
+    if resume_at and (balance_classes or cache or not drop_remainder):
+        raise DermlabDataError("resume_at needs whole batches (drop_remainder=True) of the plain stream (no balance_classes, no cache)")
     if "conditions" in outputs and encoder is None: raise DermlabDataError("the 'conditions' output needs a fitted TabularEncoder")
     if len(data) == 0: raise DermlabDataError(f"{data.folder}: the table has no rows")
     conditions = tf.constant(encoder.transform(data.table) if encoder is not None else np.zeros((len(data), 0), np.float32))
@@ -729,9 +735,10 @@ def make_image_dataset(data: IsicData,  # table and image store
     low, high = value_range
     decode = _decode_square(image_size, jpeg_scale_for(data, image_size))
 
+    passes, in_pass = divmod(resume_at, max(len(data) // batch_size, 1))  # a pass over the rows gives len // batch_size batches
     def stream(rows, shuffle_rows, stream_seed):
         chunks = tf.data.Dataset.from_generator(
-            _byte_chunks(data, rows, shuffle_rows, stream_seed),
+            _byte_chunks(data, rows, shuffle_rows, stream_seed, first_pass=passes, skip=in_pass * batch_size),
             output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string)))
         # prefetching chunks keeps the decoders busy while Python reads the next chunk
         decoded = chunks.prefetch(2).unbatch().map(lambda i, b: (i, decode(b)), num_parallel_calls=DECODE_PARALLELISM)

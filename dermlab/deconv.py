@@ -77,7 +77,8 @@ class DeconvGenerator(ConditionalGenerator):
         run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=DECONV_CURVES,
                           checkpointed={"network": self.network, "optimizer": self.network.optimizer})
         dataset = self._with_noise(make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
-                                                      drop_remainder=True, seed=config.seed)).repeat()
+                                                      drop_remainder=True, seed=config.seed,
+                                                      resume_at=int(self.network.optimizer.iterations))).repeat()  # resumed: the next batches
         statistics = lambda logs: {"pixel_loss": float(logs["loss"]), **sample_diversity(self, run.records, seed=config.seed)}
         steps = lambda: int(self.network.optimizer.iterations.numpy())
         self.network.fit(dataset, epochs=epochs, initial_epoch=run.epochs_done, shuffle=False, verbose=2 if progress else 0,

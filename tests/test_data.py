@@ -354,3 +354,15 @@ def test_a_ham10000_code_it_does_not_know_is_an_error_and_a_blank_one_no_label(r
     with pytest.warns(UnreadableValueWarning, match=rf"column 'dx': no label in 1 row \(ids \['{table.image_id[0]}'\]\)"):
         data = load_isic(folder, skin_tone=False)
     assert data.table.target.isna().sum() == 1 and data.table.target.sum() == 30 - (table.dx[0] in ["mel", "bcc", "akiec"])
+
+def test_a_resumed_stream_gives_the_batches_an_unbroken_one_would_have_given(phantom_dir):
+    "resume_at=k: the repeated stream starts at batch k, in the order of that pass, without reading the skipped images."
+    data = load_quietly(phantom_dir)
+    def indices(dataset, n): return [batch.numpy().tolist() for batch in dataset.repeat().take(n)]
+    stream = lambda **options: make_image_dataset(data, outputs=("index",), image_size=16, batch_size=64, drop_remainder=True, seed=3, **options)
+    unbroken = indices(stream(), 14)  # 400 tiles: 6 batches a pass, so 14 batches span three passes
+    assert unbroken[0] != unbroken[6]  # each pass has its own order
+    for k in (1, 6, 9):
+        assert indices(stream(resume_at=k), 14 - k) == unbroken[k:], k
+    with pytest.raises(DermlabDataError, match="resume_at needs whole batches"):
+        make_image_dataset(data, outputs=("index",), balance_classes=True, drop_remainder=True, resume_at=3)

@@ -1,6 +1,6 @@
 """The diffusion model: KerasCV's scheduler with a cosine schedule, the prediction targets, DDIM, tf.distribute and mixed
 precision; the Stable Diffusion wrapper's prompts and its offline failure."""
-import re, textwrap, time, warnings
+import json, re, textwrap, time, warnings
 
 import numpy as np
 import pytest
@@ -101,9 +101,23 @@ def test_diffusion_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, 
     assert 0.9 < report["first"] < 1.1 and np.isfinite(report["losses"]).all()
     assert report["compiled_as"] in ("graph", "xla"), report["report"]
 
+def diffusion_losses(data, mixed: bool, n: int = 6) -> list:
+    "The losses of `n` training steps on one batch, from the same initial weights: float32 or mixed precision."
+    import keras
+    from dermlab.data import make_image_dataset
+    from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
+    keras.utils.set_random_seed(0)
+    encoder = TabularEncoder().fit(data.table)
+    model = DiffusionGenerator(encoder, DiffusionConfig(**{**TINY, "mixed_precision": mixed}))
+    batch = next(iter(make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True, shuffle=False)))
+    return [float(model.compiled_step(batch)["loss"]) for _ in range(n)]
+
 def test_mixed_precision_diffusion_computes_in_float16_with_loss_scaling(small_set, tmp_path):
     import keras
     from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
+    # the first loss does not depend on the untrained denoiser (it outputs zeros): the later ones do, and float16 with
+    # loss scaling follows float32 through them (1e-5 apart here)
+    assert diffusion_losses(small_set, True) == pytest.approx(diffusion_losses(small_set, False), rel=0.01)
     model = DiffusionGenerator(TabularEncoder().fit(small_set.table), DiffusionConfig(**{**TINY, "mixed_precision": True}))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert {layer.compute_dtype for layer in model.denoiser.layers if "conv2d" in layer.name} == {"float16"}
@@ -151,3 +165,46 @@ def test_stable_diffusion_generator_draws_one_prompt_per_record_at_the_asked_siz
     assert fake.prompts == [record_prompt(row) for _, row in records.iterrows()]
     assert list(images[::2, 0, 0, 0]) == [10, 11, 12]  # one seed per record, from the generate seed
     with pytest.raises(NotImplementedError, match="fine-tuning"): generator.fit(small_set, epochs=1, run_dir="unused")
+
+KILLABLE_DIFFUSION = textwrap.dedent("""
+    import sys, warnings
+    warnings.simplefilter("ignore")
+    from dermlab.data import TabularEncoder, load_isic
+    from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
+    import keras
+    keras.utils.set_random_seed(0)
+    data = load_isic(sys.argv[1])
+    model = DiffusionGenerator(TabularEncoder().fit(data.table), DiffusionConfig(**{tiny}))
+    model.fit(data, epochs=int(sys.argv[3]), run_dir=sys.argv[2], progress=False)
+    model.save(sys.argv[2] + "/final")
+""").format(tiny=TINY)
+
+def test_diffusion_resumed_after_a_kill_ends_where_an_unbroken_run_ends(small_set, tmp_path):
+    "Weights, EMA, optimizer and random state come back from the checkpoint, not only the counters: the same final model."
+    import os, signal, subprocess, sys, time
+    import tensorflow as tf
+    from dermlab.generators import ConditionalGenerator
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    unbroken = subprocess.run([sys.executable, "-c", KILLABLE_DIFFUSION, str(small_set.folder), str(tmp_path / "unbroken"), "3"],
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert unbroken.returncode == 0, unbroken.stderr[-2000:]
+    killed = subprocess.Popen([sys.executable, "-c", KILLABLE_DIFFUSION, str(small_set.folder), str(tmp_path / "killed"), "10000"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints")) or "").endswith("-1"):
+            assert killed.poll() is None, "the training process ended before it was killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)  # no clean-up, as when a Kaggle session ends
+        killed.wait()
+    resumed = subprocess.run([sys.executable, "-c", KILLABLE_DIFFUSION, str(small_set.folder), str(tmp_path / "killed"), "3"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    first, second = (json.loads((tmp_path / name / "history.json").read_text()) for name in ("unbroken", "killed"))
+    assert [row["epoch"] for row in second] == [1, 2, 3]
+    assert [row["loss"] for row in second] == pytest.approx([row["loss"] for row in first], rel=1e-4)  # the same batches and noise
+    a, b = (ConditionalGenerator.load(tmp_path / name / "final") for name in ("unbroken", "killed"))
+    for weights_a, weights_b in zip(a.network.get_weights(), b.network.get_weights()):  # the EMA weights used for sampling
+        assert np.allclose(weights_a, weights_b, atol=1e-5)
+    assert np.abs(a.generate(small_set.table.head(4), seed=1).astype(int) - b.generate(small_set.table.head(4), seed=1)).max() <= 1

@@ -44,3 +44,13 @@ def test_attribute_network_saves_and_loads_the_same_features(phantom_tiles, tmp_
     network = evaluate.train_attribute_network(train_tiles[:64], train_records.head(64), epochs=1, seed=0)
     loaded = evaluate.AttributeNetwork.load(network.save(tmp_path / "network"))
     assert np.allclose(loaded.features(held[:8]), network.features(held[:8]), atol=1e-4)
+
+def test_train_on_synthetic_test_on_real_rewards_tiles_that_match_their_records(phantom_tiles):
+    "TSTR: a reader trained on tiles with their own records reads held-out tiles; the same tiles under other records teach it nothing."
+    _, train_tiles, train_records, held, held_records = phantom_tiles
+    matched = evaluate.train_and_test(train_tiles, train_records, held, held_records)
+    shuffled_records = train_records.sample(frac=1, random_state=0).reset_index(drop=True)  # each tile under another lesion's record
+    mismatched = evaluate.train_and_test(train_tiles, shuffled_records, held, held_records)
+    print({k: (round(matched[k], 3), round(mismatched[k], 3)) for k in matched})
+    assert matched["diameter_mm_rank_correlation"] > 0.6 > 0.2 > mismatched["diameter_mm_rank_correlation"]
+    assert matched["target_auc"] > mismatched["target_auc"] + 0.1

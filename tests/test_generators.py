@@ -52,10 +52,15 @@ def test_gan_learns_to_draw_lesions_that_obey_the_record_in_the_quick_budget(qui
     print({k: round(v, 3) for k, v in report.items() if isinstance(v, float)})
     assert report["lesion_contrast_ratio"] >= 0.6  # lesions about as dark as real ones, not faint smudges
     assert report["diameter_rank_correlation"] >= 0.6 and report["ita_rank_correlation"] >= 0.9
-    # the coloured noise of a generator 25 steps old passes the three above (contrast ratio 1.5, rho 0.70 and 0.95 here);
-    # the two-sample classifier tells it from real tiles every time (accuracy 1.0, its 95% interval above 0.98). After 300
-    # steps the accuracy was 0.86-0.95 over initialisations: the interval's lower end separates the two, the accuracy alone would not
-    assert report["two_sample_low"] < 0.95
+    # the coloured noise of a generator 25 steps old has contrast ratio 1.5 (lesions darker than real ones, confetti on the
+    # skin), rho 0.38-0.70 and 0.90-0.95: the contrast band catches it with a margin of 0.2, where the trained GAN sits 0.3
+    # inside (0.93-0.98)
+    assert report["lesion_contrast_ratio"] <= 1.3
+    # the two-sample classifier tells the noise from real tiles every time (accuracy 1.0); the trained GAN was told apart in
+    # 0.86-0.95 of 192 tiles over initialisations (182 here): the bound below fails at 191, some 9 tiles (3 standard
+    # deviations) above the worst of them. It no longer carries the test alone: with 576 tiles the noise scored 0.993 and
+    # the trained GAN 0.969, too close for any bound between them
+    assert report["two_sample_low"] < 0.97
     assert np.isfinite(history.logit_gap).all() and history.logit_gap.iloc[-2:].mean() > 0  # the discriminator separates
 
 def test_deconv_baseline_obeys_the_record_but_blurs_and_ignores_noise(quick_budget_set, tmp_path):
@@ -132,9 +137,13 @@ def test_every_generator_fits_generates_saves_and_loads_the_same_images(kind, sm
     assert len(synthetic) == 8 and synthetic.table.source.eq(f"synthetic: {kind}").all() and synthetic.table.seed.eq(3).all()
     assert list(synthetic.table.condition_source_id) == list(records.image_id.repeat(2))
     assert list(synthetic.table.patient_id) == list(records.patient_id.repeat(2))  # each record's patient, for patient-wise splits
-    from dermlab.evaluate import read_tiles
-    tiles, _ = read_tiles(synthetic, generator.image_size)
-    assert np.abs(tiles.astype(int) - images).mean() < 3  # JPEG at quality 95: the same pixels but for rounding
+    import io
+    from PIL import Image
+    def jpeg_round_trip(image):  # what a JPEG of quality 95 keeps of a generated image
+        buffer = io.BytesIO(); Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+        return np.asarray(Image.open(buffer))
+    stored = [np.asarray(Image.open(io.BytesIO(b))) for b in synthetic.images.read(list(synthetic.table.image_id))]
+    assert all(np.array_equal(kept, jpeg_round_trip(image)) for kept, image in zip(stored, images))  # each row holds its own image
 
 def test_loading_names_what_is_wrong(tmp_path):
     from dermlab.data import DermlabDataError
@@ -202,9 +211,25 @@ def test_gan_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, tmp_pa
     assert report["compiled_as"] in ("graph", "xla"), report["report"]  # "auto" chose (or fell back to the graph and said why)
     print(report["report"])
 
+def gan_steps(data, mixed: bool, n: int = 3) -> list:
+    "The losses of `n` training steps on one batch, from the same initial weights: float32 or mixed precision."
+    import keras
+    from dermlab.data import make_image_dataset
+    from dermlab.gan import ConditionalGan, GanConfig
+    keras.utils.set_random_seed(0)
+    encoder = TabularEncoder().fit(data.table)
+    gan = ConditionalGan(encoder, GanConfig(**{**TINY, "mixed_precision": mixed}))
+    batch = next(iter(make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True, shuffle=False)))
+    return [{k: float(v) for k, v in gan.compiled_step(batch).items()} for _ in range(n)]
+
 def test_mixed_precision_step_runs_with_loss_scaling(small_set, tmp_path):
     import keras
     from dermlab.gan import ConditionalGan, GanConfig
+    # float16 compute with loss scaling follows float32 step by step (1e-4 apart here): a loss scale left in the
+    # gradients, or a layer computing garbage in float16, would part them at once
+    for single, mixed in zip(gan_steps(small_set, False), gan_steps(small_set, True)):
+        for name in ("discriminator_loss", "generator_loss"):
+            assert mixed[name] == pytest.approx(single[name], rel=0.01, abs=1e-3), (name, single, mixed)
     gan = ConditionalGan(TabularEncoder().fit(small_set.table), GanConfig(**{**TINY, "mixed_precision": True}))
     assert isinstance(gan.generator_optimizer, keras.optimizers.LossScaleOptimizer)
     assert {layer.compute_dtype for layer in gan.generator.layers if "conv2d" in layer.name} == {"float16"}
