@@ -43,6 +43,16 @@ def detect_delimiter(path: str | Path,  # CSV file
     counts = {separator: header.count(separator) for separator in [",", ";", "\t"]}
     return max(counts, key=counts.get) if max(counts.values()) else ","
 
+def _decimal_commas_read(table: pd.DataFrame) -> pd.DataFrame:
+    "Text columns whose every value is a number written with a decimal comma or point (a ';' spreadsheet's), as numbers."
+    for column in table.columns:
+        if pd.api.types.is_numeric_dtype(table[column]): continue  # pandas read it as numbers already
+        text = table[column].dropna().astype(str).str.strip().str.replace(",", ".", regex=False)
+        numbers = pd.to_numeric(text, errors="coerce")
+        if len(text) and numbers.notna().all():
+            table[column] = pd.to_numeric(table[column].astype("string").str.replace(",", ".", regex=False)).astype("float64")
+    return table
+
 def read_csv_checked(path: str | Path,  # CSV file to read
                      required: list,  # columns that must be present
                     ) -> pd.DataFrame:
@@ -50,12 +60,13 @@ def read_csv_checked(path: str | Path,  # CSV file to read
     path = Path(path)
     if not path.is_file(): raise DermlabDataError(f"{path}: file not found")
     separator = detect_delimiter(path)
-    try: table = pd.read_csv(path, sep=separator, decimal="," if separator == ";" else ".", encoding="utf-8-sig", low_memory=False)
+    try: table = pd.read_csv(path, sep=separator, encoding="utf-8-sig", low_memory=False)
     except pd.errors.EmptyDataError: raise DermlabDataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as error:
         raise DermlabDataError(f"{path}: not a table with {separator!r} between fields: {str(error).strip().splitlines()[-1]}") from None
     except UnicodeDecodeError as error:
         raise DermlabDataError(f"{path}: not UTF-8 text (byte {error.start}): save it as 'CSV UTF-8'") from None
+    if separator == ";": table = _decimal_commas_read(table)
     missing = [c for c in required if c not in table.columns]
     if missing: raise DermlabDataError(f"{path}: required columns missing: {missing}")
     if table.empty: raise DermlabDataError(f"{path}: the table has no rows")
@@ -202,7 +213,7 @@ def read_numbers(table: pd.DataFrame, name: str, where: str, column: str,
                  low: float = -np.inf, high: float = np.inf,  # the plausible range; values outside load as missing
                 ) -> pd.Series:
     "Column `name` as floats; text that is no number, and numbers outside [low, high], load as missing with an `UnreadableValueWarning`."
-    numbers = pd.to_numeric(table[name].astype("string").str.strip().str.replace(",", ".", regex=False), errors="coerce").astype("float64")
+    numbers = pd.to_numeric(table[name].astype("string").str.strip(), errors="coerce").astype("float64")
     unreadable = numbers.isna() & ~_spelt_missing(table[name])
     if unreadable.any():
         warnings.warn(_rows_named(table[name], unreadable, table.image_id, where, column, "text that is no number") + ": read as missing",
@@ -432,7 +443,11 @@ def read_isic2019(folder: str | Path,  # folder with ISIC_2019_Training_GroundTr
     raw = truth.merge(meta, on="image", how="left", validate="one_to_one")
     raw["diagnosis"] = raw[list(ISIC2019_CLASSES)].idxmax(axis=1).map(ISIC2019_CLASSES)
     raw["target"] = raw[["MEL", "BCC", "SCC"]].max(axis=1)
-    raw["patient"] = raw.get("lesion_id", pd.Series(index=raw.index, dtype=object)).fillna(raw.image)
+    lesion = raw.get("lesion_id", pd.Series(index=raw.index, dtype=object))
+    if lesion.isna().any():  # most ISIC 2019 images outside HAM10000 have no lesion id: each is then a group of its own
+        warnings.warn(_rows_named(lesion, lesion.isna(), raw.image, meta_csv.name, "lesion_id", "no lesion id")
+                      + ": each of these images is its own group in the patient-wise splits")
+    raw["patient"] = lesion.fillna(raw.image)
     columns = dict(image_id="image", patient_id="patient", target="target", diagnosis="diagnosis", age="age_approx", sex="sex",
                    site="anatom_site_general")
     table = _canonical(raw, columns, dict(licence="CC BY-NC 4.0", source="isic2019"))
@@ -453,10 +468,9 @@ def read_ham10000(folder: str | Path,  # folder with HAM10000_metadata.csv and t
     folder = Path(folder)
     csv = folder / "HAM10000_metadata.csv"
     raw = read_csv_checked(csv, ["lesion_id", "image_id", "dx", "age", "sex", "localization"])
-    dx = raw.dx.astype("string").str.strip().str.lower()
+    dx = raw.dx.astype("string").str.strip().str.lower().where(~_spelt_missing(raw.dx))
     unknown = dx.notna() & ~dx.isin(HAM10000_DIAGNOSES)
-    if unknown.any(): raise DermlabDataError(f"{csv}: column 'dx' has {unknown.sum()} codes that are not HAM10000's {HAM10000_DIAGNOSES} "
-                                             f"(e.g. {sorted(set(raw.dx[unknown]))[:3]} in ids {list(raw.image_id[unknown][:5])})")
+    if unknown.any(): raise DermlabDataError(_rows_named(raw.dx, unknown, raw.image_id, csv.name, "dx", f"codes that are not HAM10000's {HAM10000_DIAGNOSES}"))
     raw["target"] = dx.isin(HAM10000_MALIGNANT).astype("Int8").where(dx.notna())  # no diagnosis: no label
     columns = dict(image_id="image_id", patient_id="lesion_id", target="target", diagnosis="dx", age="age", sex="sex", site="localization")
     table = _canonical(raw, columns, dict(licence="CC BY-NC 4.0", source="ham10000"))
@@ -477,7 +491,10 @@ def read_synthetic(folder: str | Path,  # a folder written by `save_synthetic_se
     table["source"] = "synthetic: " + raw.generator.astype(str)
     asked = raw.get("skin_tone_source", pd.Series("unknown", index=raw.index)).astype(object).fillna("unknown").astype(str)
     table["skin_tone_source"] = "requested in the record, not measured on the image: " + asked
-    table["patient_id"] = table.patient_id.fillna("no patient: " + table.image_id.astype(str))  # a record made up by hand has none
+    if table.patient_id.isna().any():  # a record made up by hand has no patient
+        warnings.warn(_rows_named(table.patient_id, table.patient_id.isna(), table.image_id, csv.name, "patient_id", "no patient")
+                      + ": each of these images is its own group in the patient-wise splits")
+    table["patient_id"] = table.patient_id.fillna("no patient: " + table.image_id.astype(str))
     images = Hdf5Images(folder / "synthetic-image.hdf5")
     table = _check_images_present(clean_table(table, csv.name), images, missing_images)
     return IsicData(canonical_types(table), images, folder)

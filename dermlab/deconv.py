@@ -76,13 +76,14 @@ class DeconvGenerator(ConditionalGenerator):
         config = self.deconv_config
         run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=DECONV_CURVES,
                           checkpointed={"network": self.network, "optimizer": self.network.optimizer})
+        per_epoch = steps_per_epoch or max(len(data) // config.batch_size, 1)
         dataset = self._with_noise(make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
-                                                      drop_remainder=True, seed=config.seed,
-                                                      resume_at=int(self.network.optimizer.iterations))).repeat()  # resumed: the next batches
+                                                      drop_remainder=True, seed=config.seed, resume_at=run.epochs_done * per_epoch)
+                                   ).repeat()  # resumed: the next batches (the noise input starts its sequence again)
         statistics = lambda logs: {"pixel_loss": float(logs["loss"]), **sample_diversity(self, run.records, seed=config.seed)}
         steps = lambda: int(self.network.optimizer.iterations.numpy())
         self.network.fit(dataset, epochs=epochs, initial_epoch=run.epochs_done, shuffle=False, verbose=2 if progress else 0,
-                         steps_per_epoch=steps_per_epoch or max(len(data) // config.batch_size, 1),  # a repeated stream: say where an epoch ends
+                         steps_per_epoch=per_epoch,  # a repeated stream: say where an epoch ends
                          callbacks=[run.keras_callback(statistics, steps)])
         return pd.DataFrame(run.history)
 

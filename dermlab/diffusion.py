@@ -344,9 +344,9 @@ def _fit(self: DiffusionGenerator,
     config = self.diffusion_config
     run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=DIFFUSION_CURVES, checkpointed=dict(
         denoiser=self.denoiser, ema_denoiser=self.ema_denoiser, optimizer=self.optimizer, seeds=self.seeds.state))
-    dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
-                                 drop_remainder=True, seed=config.seed, resume_at=int(self.optimizer.iterations))  # resumed: the next batches
     total = steps_per_epoch or max(len(data) // config.batch_size, 1)
+    dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
+                                 drop_remainder=True, seed=config.seed, resume_at=run.epochs_done * total)  # resumed: the next batches
     batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))
     step = self.compiled_step if compiled else self.distributed_step
     for epoch in range(run.epochs_done, epochs):

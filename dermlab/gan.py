@@ -284,10 +284,10 @@ def _fit(self: ConditionalGan,
     run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=GAN_CURVES, checkpointed=dict(
         generator=self.generator, discriminator=self.discriminator, ema_generator=self.ema_generator,
         generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer, seeds=self.seeds.state))
+    total = steps_per_epoch or max(len(data) // config.batch_size, 1)
     dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
                                  balance_classes=balance_classes, drop_remainder=True, seed=config.seed,
-                                 resume_at=0 if balance_classes else int(self.generator_optimizer.iterations))  # resumed: the next batches
-    total = steps_per_epoch or max(len(data) // config.batch_size, 1)
+                                 resume_at=0 if balance_classes else run.epochs_done * total)  # resumed: the next batches
     batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))  # epochs of `total` steps, whatever the data's size
     step = self.compiled_step if compiled else self.distributed_step
     for epoch in range(run.epochs_done, epochs):

@@ -16,9 +16,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from .colour import individual_typology_angle, lab_to_rgb
 
 # %% auto #0
-__all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TEST_COLUMNS', 'MM_PER_PIXEL', 'SUBGROUP_EFFECTS',
-           'remove_stale_partials', 'tidy_folder', 'written_whole', 'sample_patients', 'sample_lesions',
-           'sample_appearance', 'render_lesion', 'measure_lesion', 'make_phantom_isic']
+__all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TEST_COLUMNS', 'MM_PER_PIXEL',
+           'STALE_ELSEWHERE_HOURS', 'SUBGROUP_EFFECTS', 'leftover_path', 'remove_stale_partials', 'tidy_folder',
+           'written_whole', 'sample_patients', 'sample_lesions', 'sample_appearance', 'render_lesion', 'measure_lesion',
+           'make_phantom_isic']
 
 # %% ../nbs/00_phantom.ipynb #49444f65
 ISIC2024_TRAIN_COLUMNS = [
@@ -46,6 +47,20 @@ MM_PER_PIXEL = 0.1
 "Phantom scale: one pixel of a phantom tile is 0.1 mm of skin, whatever the tile's size."
 
 # %% ../nbs/00_phantom.ipynb #568f82cf
+def _this_machine() -> str:
+    "A short tag of this machine and boot: a process id means something only under the same tag."
+    import hashlib, socket
+    try: boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError: boot = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{boot}".encode()).hexdigest()[:8]
+
+def leftover_path(path: Path,  # the file or folder being written
+                  kind: str = "partial",  # "partial": the write in progress; "old": the previous copy, during the swap
+                  pid: int | None = None,  # the writing process (default: this one)
+                 ) -> Path:
+    "Where `written_whole` keeps its temporary: `.<name>.<kind>-<pid>-<machine>-<random>` beside `path`."
+    return path.with_name(f".{path.name}.{kind}-{pid or os.getpid()}-{_this_machine()}-{uuid.uuid4().hex[:8]}")
+
 def _owner_alive(pid: int) -> bool:
     "Whether process `pid` runs on this machine (a process of another user counts as alive)."
     try: os.kill(pid, 0)
@@ -53,30 +68,42 @@ def _owner_alive(pid: int) -> bool:
     except PermissionError: return True
     return True
 
+STALE_ELSEWHERE_HOURS = 24
+"A leftover written on another machine (a shared drive) is taken for stale only when it is this old."
+
 def _stale_leftovers(path: Path) -> list:
     "(leftover, kind) of each partial write or old copy of `path` beside it whose writing process has stopped."
-    import glob
+    import glob, time
     stale = []
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
-        kind, _, owner = leftover.name[len(path.name) + 2:].partition("-")  # .<name>.<kind>-<pid>-<random>
-        pid, _, _ = owner.partition("-")  # names of earlier releases carry no pid: no process can own them now
-        alive = pid.isdigit() and "-" in owner and _owner_alive(int(pid))
-        if kind in ("partial", "old") and not alive: stale.append((leftover, kind))
+        kind, _, owner = leftover.name[len(path.name) + 2:].partition("-")  # .<name>.<kind>-<pid>-<machine>-<random>
+        if kind not in ("partial", "old"): continue
+        pid, machine, _ = (owner.split("-") + ["", ""])[:3]
+        if not (pid.isdigit() and machine): alive = False  # no owner named: written by an earlier release, no process owns it now
+        elif machine == _this_machine(): alive = _owner_alive(int(pid))
+        else: alive = time.time() - leftover.stat().st_mtime < STALE_ELSEWHERE_HOURS * 3600  # another machine's: we cannot ask it
+        if not alive: stale.append((leftover, kind))
     return stale
 
 def remove_stale_partials(path: str | Path,  # a file or folder that `written_whole` writes
                          ) -> list:
     "Remove what stopped writes of `path` left beside it, restoring the old copy if a kill fell between two renames; say what."
     import warnings
-    path, removed = Path(path), []
+    path, removed, restored = Path(path), [], []
     for leftover, kind in _stale_leftovers(path):
-        if kind == "old" and not path.exists(): os.replace(leftover, path)  # killed between the two renames: the old copy is the data
-        elif leftover.is_dir(): shutil.rmtree(leftover, ignore_errors=True)
-        else: leftover.unlink(missing_ok=True)
+        try:
+            if kind == "old" and not path.exists():  # killed between the two renames: the old copy is the data
+                os.replace(leftover, path)
+                restored.append(leftover)
+                continue
+            if leftover.is_dir(): shutil.rmtree(leftover)
+            else: leftover.unlink()
+        except FileNotFoundError: continue  # another process tidied it first
         removed.append(leftover)
+    if restored: warnings.warn(f"{path}: restored from {restored[0].name}, left by a write stopped between two renames", stacklevel=3)
     if removed: warnings.warn(f"{path.parent}: removed {len(removed)} partial writes of {path.name} left by stopped processes: "
                               f"{[p.name for p in removed]}", stacklevel=3)
-    return removed
+    return removed + restored
 
 def tidy_folder(folder: str | Path,  # a run folder, a dataset folder, OUT_DIR ...
                ) -> list:
@@ -84,7 +111,7 @@ def tidy_folder(folder: str | Path,  # a run folder, a dataset folder, OUT_DIR .
     import re
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: folder not found")
-    leftover = re.compile(r"\.(.+)\.(partial|old)-[0-9a-f]+(-[0-9a-f]+)?")
+    leftover = re.compile(r"\.(.+)\.(partial|old)-[0-9a-f-]+")
     targets = {path.parent / match[1] for path in folder.rglob(".*") if (match := leftover.fullmatch(path.name))}
     return [removed for target in sorted(targets, key=lambda t: len(t.parts)) for removed in remove_stale_partials(target)]
 
@@ -94,18 +121,17 @@ def written_whole(path: str | Path):  # file or folder to create or replace
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path)
-    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid tells a later write whether the writer still lives
-    temporary = path.with_name(f".{path.name}.partial-{owner}")
+    temporary, old = leftover_path(path), leftover_path(path, "old")  # the pid tells a later write whether the writer still lives
     try:
         yield temporary
         if path.is_dir() and temporary.is_dir():
-            old = path.with_name(f".{path.name}.old-{owner}")
             os.replace(path, old)
             os.replace(temporary, path)
             shutil.rmtree(old)
         else:
             os.replace(temporary, path)
     finally:
+        if old.exists() and not path.exists(): os.replace(old, path)  # an error between the two renames: the old copy stays
         if temporary.is_dir(): shutil.rmtree(temporary, ignore_errors=True)
         elif temporary.exists(): temporary.unlink()
 

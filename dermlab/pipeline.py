@@ -13,9 +13,9 @@ from .phantom import SUBGROUP_EFFECTS, make_phantom_isic, tidy_folder, written_w
 
 # %% auto #0
 __all__ = ['MIN_PATIENTS', 'MIN_MALIGNANT', 'MIN_BENIGN', 'SMALL_DATASET', 'find_notebooks_folder', 'find_course_notebooks',
-           'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data', 'memory_limit',
-           'memory_kills', 'peak_memory', 'KernelWatch', 'notebook_budget', 'NotebookProgress', 'NotebookDied',
-           'death_message', 'execute_notebook', 'run_course', 'main']
+           'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data', 'memory_group',
+           'memory_limit', 'memory_kills', 'peak_memory', 'KernelWatch', 'notebook_budget', 'NotebookProgress',
+           'NotebookDied', 'death_message', 'execute_notebook', 'run_course', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #79a16271
 def find_notebooks_folder(start: str | Path | None = None) -> Path:
@@ -75,28 +75,34 @@ def check_course_data(folder: str | Path,  # the folder given as `--data`
     return data
 
 # %% ../nbs/08_pipeline.ipynb #cd09c082
-def memory_limit() -> int:
-    "Bytes this process may use: its memory cgroup's limit (containers, Colab, Kaggle), else the machine's memory."
-    for limit in [Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]:
-        try: value = limit.read_text().strip()
-        except OSError: continue
-        if value.isdigit() and int(value) < 2 ** 60: return int(value)
+def memory_group(pid: int | str = "self") -> tuple:
+    "(folder, limit file, kill-count file) of `pid`'s memory cgroup, v2 or v1; (None, None, None) where there is none."
+    try: groups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError: return None, None, None
+    for line in groups:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return Path("/sys/fs/cgroup") / group.lstrip("/"), "memory.max", "memory.events"
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / group.lstrip("/"), "memory.limit_in_bytes", "memory.oom_control"
+    return None, None, None
+
+def memory_limit(pid: int | str = "self") -> int:
+    "Bytes `pid` may use: the tightest limit of its memory cgroup and those above it (containers, Colab, Kaggle), else the machine's memory."
     import os
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limits, (folder, limit, _) = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")], memory_group(pid)
+    for level in ([folder, *folder.parents] if folder else []):
+        try: value = (level / limit).read_text().strip()
+        except OSError: continue
+        if value.isdigit(): limits.append(int(value))  # "max" (v2) means no limit at that level
+    return min(limits)
 
 def memory_kills(pid: int | str = "self") -> int | None:
     "How many processes the out-of-memory killer has ended in `pid`'s memory cgroup (None where the system does not say)."
-    try: groups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError: return None
-    for line in groups:
-        _, controllers, group = line.split(":", 2)
-        if controllers == "": events, key = Path("/sys/fs/cgroup") / group.lstrip("/") / "memory.events", "oom_kill"
-        elif "memory" in controllers.split(","): events, key = Path("/sys/fs/cgroup/memory") / group.lstrip("/") / "memory.oom_control", "oom_kill"
-        else: continue
-        try: counts = dict(line.split() for line in events.read_text().splitlines())
-        except (OSError, ValueError): continue
-        if key in counts: return int(counts[key])
-    return None
+    folder, _, events = memory_group(pid)
+    try: counts = dict(line.split() for line in (folder / events).read_text().splitlines()) if folder else {}
+    except (OSError, ValueError): return None
+    return int(counts["oom_kill"]) if "oom_kill" in counts else None
 
 def peak_memory(pid: int) -> int:
     "The largest resident memory process `pid` has had so far (Linux's VmHWM), in bytes; 0 where it cannot be read."
@@ -118,22 +124,27 @@ class KernelWatch:
         self.process = process
         threading.Thread(target=self._sample, daemon=True).start()
 
-    def _sample(self):
-        while self.process.poll() is None and not self._stop.wait(0.5): self.peak_bytes = max(self.peak_bytes, peak_memory(self.process.pid))
+    def _sample(self):  # VmHWM is the high-water mark: a sample every 0.2 s misses only what the last 0.2 s added
+        while self.process.poll() is None:
+            self.peak_bytes = max(self.peak_bytes, peak_memory(self.process.pid))
+            if self._stop.wait(0.2): break
 
     def stop(self): self._stop.set()
 
     def ending(self) -> str:
         "How the kernel ended, in words, with the evidence: for the one-line message of a kernel that died."
         import signal
-        code = self.process.poll() if self.process else None
-        killed = code == -signal.SIGKILL
-        kills_after = memory_kills(self.process.pid if code is None else "self")
-        for_memory = kills_after is not None and self.kills_before is not None and kills_after > self.kills_before
-        peak = f"its peak memory {self.peak_bytes / 1e9:.1f} GB of {memory_limit() / 1e9:.1f} GB"
-        if for_memory: return f"killed by the operating system for lack of memory ({peak})"
-        if killed and self.peak_bytes > 0.9 * memory_limit(): return f"killed (SIGKILL), most likely for lack of memory ({peak})"
-        if killed: return f"killed (SIGKILL) by another process, not by the out-of-memory killer ({peak})"
+        if self.process is None: return "the kernel never started"
+        code, limit = self.process.poll(), memory_limit()  # the kernel's memory group is this process's: it was started from here
+        peak = f"its peak memory {self.peak_bytes / 1e9:.1f} GB of {limit / 1e9:.1f} GB"
+        if code is None: return f"the kernel stopped answering, though its process still runs ({peak})"
+        kills_after = memory_kills()
+        if None not in (kills_after, self.kills_before) and kills_after > self.kills_before:
+            return f"killed by the operating system for lack of memory ({peak})"
+        if code == -signal.SIGKILL and self.peak_bytes > 0.9 * limit: return f"killed (SIGKILL), most likely for lack of memory ({peak})"
+        if code == -signal.SIGKILL and kills_after is None: return f"killed (SIGKILL); this system does not say whether for lack of memory ({peak})"
+        if code == -signal.SIGKILL: return f"killed (SIGKILL), not by the out-of-memory killer: its count did not change ({peak})"
+        if code < 0: return f"killed by {signal.Signals(-code).name} ({peak})"
         return f"ended with exit code {code} ({peak})"
 
 # %% ../nbs/08_pipeline.ipynb #6a874c93
@@ -146,6 +157,12 @@ def _kernel_manager_for(watch: KernelWatch):
                 await super().start_kernel(stdout=log, stderr=log, **options)
             watch.attach(self.provisioner.process)
     return LoggingKernelManager
+
+class _WithoutKernelDiedNotice(logging.Filter):
+    "nbclient logs 'Kernel died while waiting for execute reply' to the terminal: `death_message` says more, in one line."
+    def filter(self, record): return "Kernel died" not in record.getMessage()
+
+logging.getLogger("papermill").addFilter(_WithoutKernelDiedNotice())
 
 def _engine_reporting_to(at_cell):  # called as at_cell(index, total, cell) before each cell runs
     "A papermill engine that says which cell it starts."
@@ -196,7 +213,9 @@ class NotebookProgress:
         return f"  {self.notebook}: cell {self.cell_index + 1}/{self.cells}, {_clock(time.perf_counter() - self.started)}{budget}"
 
     def _show(self, text: str, final: bool = False):
-        if self.in_place: self.stream.write("\r" + text.ljust(100)[:max(100, len(text))] + ("\n" if final else ""))
+        if self.in_place:  # rewrite one line, cut to the terminal's width so that it never wraps; \x1b[K clears the rest
+            import shutil
+            self.stream.write("\r" + text[:shutil.get_terminal_size().columns - 1] + "\x1b[K" + ("\n" if final else ""))
         else: self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -205,9 +224,11 @@ class NotebookProgress:
             if self.cells: self._show(self.line())
 
     def stop(self, summary: str | None = None):
-        "Stop the ticker; show `summary` as the notebook's last line."
+        "Stop the ticker (no line comes after this); end the line in place, with `summary` if given."
         self._stop.set()
+        if self._ticker.is_alive(): self._ticker.join()
         if summary: self._show(f"  {self.notebook}: {summary}", final=True)
+        elif self.in_place and self.cells: self.stream.write("\n"); self.stream.flush()  # an error message then starts a line of its own
 
 # %% ../nbs/08_pipeline.ipynb #33a9bb3b
 class NotebookDied(RuntimeError):
@@ -242,8 +263,7 @@ def execute_notebook(notebook: Path,  # the notebook to run
         position.update(index=index, total=total, source=cell.source)
         if progress: progress.cell(index, total)
     papermill_engines.register("dermlab", _engine_reporting_to(at_cell))
-    start, quiet = time.perf_counter(), logging.getLogger("papermill")
-    level, quiet.level = quiet.level, logging.CRITICAL  # nbclient's own 'Kernel died ...' notice: the one-line message says more
+    start = time.perf_counter()
     try:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: fewer TensorFlow notices in its log and notebook
         papermill.execute_notebook(str(notebook), str(running), parameters=parameters, kernel_name=kernel, cwd=str(notebook.parent),
@@ -251,16 +271,22 @@ def execute_notebook(notebook: Path,  # the notebook to run
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel transport notices
     except BaseException as error:
         watch.stop()
-        quiet.level = level
         if running.exists(): os.replace(running, failed)
         if isinstance(error, DeadKernelError): raise NotebookDied(death_message(notebook.name, position, watch, failed)) from None
         error.notebook, error.executed_copy = notebook.name, failed  # for the one-line message of the command line
         raise
     watch.stop()
-    quiet.level = level
     os.replace(running, executed)
     if failed.exists(): failed.unlink()
     return {"seconds": time.perf_counter() - start, "peak_memory_gb": round(watch.peak_bytes / 1e9, 2), "cells": position.get("total")}
+
+def _phantom_rendered(run_folder: Path, quick: bool, seed: int) -> dict | None:
+    "The `run.json` row of the 00_phantom run that rendered `run_folder`'s phantom set with this profile and seed, if any."
+    try: earlier = json.loads((run_folder / "run.json").read_text())
+    except (OSError, ValueError): return None
+    rows = [n for n in earlier.get("notebooks", []) if n["notebook"] == "00_phantom.ipynb"
+            and n["parameters"].get("QUICK") == quick and n["parameters"].get("SEED") == seed]
+    return rows[-1] if rows and (run_folder / "phantom" / "train-metadata.csv").is_file() else None
 
 def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<date-time> beside nbs/)
                quick: bool = False,  # small sizes and few epochs: minutes on a CPU
@@ -278,15 +304,16 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
         wanted = {Path(n).stem for n in notebooks}
         unknown = wanted - {p.stem for p in course}
         if unknown: raise ValueError(f"no course notebooks named {sorted(unknown)}; the course has {[p.stem for p in course]}")
-        chosen = [p for p in course if p.stem in wanted]
-        needs_phantom = not data_dir and any("DATA_DIR" in notebook_parameters(p) for p in chosen)
-        course = [p for p in course if p.stem in wanted or (needs_phantom and p.stem == "00_phantom")]
     run_folder = Path(out_dir or folder.parent / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     data = Path(data_dir).resolve() if data_dir else run_folder / "phantom"
-    if notebooks and not data_dir and "00_phantom" not in wanted and any(p.stem == "00_phantom" for p in course):
-        if (data / "train-metadata.csv").is_file(): course = [p for p in course if p.stem != "00_phantom"]  # rendered by an earlier run
-        else: print(f"00_phantom runs too: the notebooks you chose read the phantom set it renders into {data}", flush=True)
     report = {"quick": quick, "seed": seed, "data_dir": str(data), "notebooks": []}
+    if notebooks:
+        needs_phantom = not data_dir and "00_phantom" not in wanted and any("DATA_DIR" in notebook_parameters(p) for p in course
+                                                                          if p.stem in wanted)
+        earlier = _phantom_rendered(run_folder, quick, seed) if needs_phantom else None
+        if earlier: report["notebooks"].append(earlier)  # this run folder's phantom set, rendered alike: kept, not rendered again
+        elif needs_phantom: print(f"00_phantom runs too: the notebooks you chose read the phantom set it renders into {data}", flush=True)
+        course = [p for p in course if p.stem in wanted or (needs_phantom and not earlier and p.stem == "00_phantom")]
     for notebook in course:
         parameters = parameters_for(notebook, run_folder, data, quick, seed)
         if notebook.stem == "00_phantom":
@@ -295,10 +322,12 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
         print(f"running {notebook.name} {parameters}", flush=True)
         progress = NotebookProgress(notebook.stem, notebook_budget(notebook.stem, quick)).start()
         try: done = execute_notebook(notebook, run_folder / "executed" / notebook.name, parameters, kernel, progress)
-        finally: progress.stop()
+        except BaseException:
+            progress.stop()
+            raise
         progress.stop(f"done, {done['cells']} cells in {_clock(done['seconds'])}, peak memory {done['peak_memory_gb']:.1f} GB")
         report["notebooks"].append({"notebook": notebook.name, "parameters": parameters, "seconds": round(done["seconds"], 1),
-                                    "peak_memory_gb": done["peak_memory_gb"]})
+                                    "cells": done["cells"], "peak_memory_gb": done["peak_memory_gb"]})
         with written_whole(run_folder / "run.json") as partial: partial.write_text(json.dumps(report, indent=2))
     return run_folder
 
@@ -352,7 +381,8 @@ def _run(args) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the line below says it all
             removed = tidy_folder(args.folder)
-        return f"removed {len(removed)} leftovers of stopped writes below {args.folder}" + "".join(f"\n  {p}" for p in removed)
+        return (f"tidied {len(removed)} leftovers of stopped writes below {args.folder} (removed, or restored where a kill fell "
+                f"between two renames)" + "".join(f"\n  {p}" for p in removed))
     _check_phantom_options(args)
     folder = make_phantom_isic(args.out_dir, n_images=args.images, n_patients=args.patients, positive_rate=args.positive_rate,
                                seed=args.seed, subgroup_effect=args.subgroup_effect, jpeg_folder=args.jpeg_folder, progress=True)

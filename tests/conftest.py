@@ -47,6 +47,16 @@ def phantom_features(phantom_tiles):
     _, train_tiles, train_records, _, _ = phantom_tiles
     return train_attribute_network(train_tiles, train_records, epochs=8, seed=0).features
 
+def steps_on_one_batch(build, data, n: int) -> list:
+    "The statistics of `n` compiled training steps on one batch of `data`, from seeded initial weights; `build(encoder)` makes the model."
+    import keras
+    from dermlab.data import TabularEncoder, make_image_dataset
+    keras.utils.set_random_seed(0)
+    encoder = TabularEncoder().fit(data.table)
+    model = build(encoder)
+    batch = next(iter(make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True, shuffle=False)))
+    return [{k: float(v) for k, v in model.compiled_step(batch).items()} for _ in range(n)]
+
 TWO_CPU_DEVICES = textwrap.dedent("""
     import json, sys, warnings
     warnings.simplefilter("ignore")

@@ -322,7 +322,7 @@ def test_an_image_without_a_patient_is_an_error(realdata, tmp_path):
     with pytest.raises(DermlabDataError, match=r"column 'patient_id': no patient in 1 row"):
         load_quietly(folder)
 
-@pytest.mark.parametrize("options", [dict(sep=";", decimal=","), dict(sep="\t"), dict(encoding="utf-8-sig")])
+@pytest.mark.parametrize("options", [dict(sep=";", decimal=","), dict(sep=";"), dict(sep="\t"), dict(encoding="utf-8-sig")])
 def test_a_table_saved_by_a_spreadsheet_reads_as_the_original(realdata, tmp_path, options):
     "A European spreadsheet (';' between fields, decimal commas), tabs, and Excel's 'CSV UTF-8' (a byte-order mark)."
     original = load_quietly(realdata / "isic2024_train_rows").table
@@ -348,7 +348,7 @@ def test_a_ham10000_code_it_does_not_know_is_an_error_and_a_blank_one_no_label(r
     folder = shutil.copytree(realdata / "ham10000_sample", tmp_path / "ham")
     table = pd.read_csv(folder / "HAM10000_metadata.csv")
     table.assign(dx=table.dx.where(table.index != 0, "melanoma")).to_csv(folder / "HAM10000_metadata.csv", index=False)
-    with pytest.raises(DermlabDataError, match=rf"column 'dx' has 1 codes that are not HAM10000's .*'melanoma'.*{table.image_id[0]}"):
+    with pytest.raises(DermlabDataError, match=rf"column 'dx': codes that are not HAM10000's .* in 1 row \(e.g. \['melanoma'\]; ids \['{table.image_id[0]}'\]\)"):
         load_isic(folder, skin_tone=False)
     table.assign(dx=table.dx.where(table.index != 0, None)).to_csv(folder / "HAM10000_metadata.csv", index=False)
     with pytest.warns(UnreadableValueWarning, match=rf"column 'dx': no label in 1 row \(ids \['{table.image_id[0]}'\]\)"):

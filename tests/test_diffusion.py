@@ -103,14 +103,10 @@ def test_diffusion_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, 
 
 def diffusion_losses(data, mixed: bool, n: int = 6) -> list:
     "The losses of `n` training steps on one batch, from the same initial weights: float32 or mixed precision."
-    import keras
-    from dermlab.data import make_image_dataset
+    from conftest import steps_on_one_batch
     from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
-    keras.utils.set_random_seed(0)
-    encoder = TabularEncoder().fit(data.table)
-    model = DiffusionGenerator(encoder, DiffusionConfig(**{**TINY, "mixed_precision": mixed}))
-    batch = next(iter(make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True, shuffle=False)))
-    return [float(model.compiled_step(batch)["loss"]) for _ in range(n)]
+    build = lambda encoder: DiffusionGenerator(encoder, DiffusionConfig(**{**TINY, "mixed_precision": mixed}))
+    return [step["loss"] for step in steps_on_one_batch(build, data, n)]
 
 def test_mixed_precision_diffusion_computes_in_float16_with_loss_scaling(small_set, tmp_path):
     import keras
@@ -192,12 +188,14 @@ def test_diffusion_resumed_after_a_kill_ends_where_an_unbroken_run_ends(small_se
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not (tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints")) or "").endswith("-1"):
+        while time.time() < deadline and not tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints")):
             assert killed.poll() is None, "the training process ended before it was killed"
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
-        os.killpg(killed.pid, signal.SIGKILL)  # no clean-up, as when a Kaggle session ends
+        os.killpg(killed.pid, signal.SIGKILL)  # no clean-up, as when a Kaggle session ends: mid-epoch, after the first checkpoint
         killed.wait()
+    done = int(tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints")).rsplit("-", 1)[1])
+    assert 1 <= done < 3, f"killed after epoch {done}: too late for the comparison"
     resumed = subprocess.run([sys.executable, "-c", KILLABLE_DIFFUSION, str(small_set.folder), str(tmp_path / "killed"), "3"],
                              env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

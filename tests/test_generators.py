@@ -213,14 +213,9 @@ def test_gan_trains_under_mirrored_strategy_on_two_cpu_devices(small_set, tmp_pa
 
 def gan_steps(data, mixed: bool, n: int = 3) -> list:
     "The losses of `n` training steps on one batch, from the same initial weights: float32 or mixed precision."
-    import keras
-    from dermlab.data import make_image_dataset
+    from conftest import steps_on_one_batch
     from dermlab.gan import ConditionalGan, GanConfig
-    keras.utils.set_random_seed(0)
-    encoder = TabularEncoder().fit(data.table)
-    gan = ConditionalGan(encoder, GanConfig(**{**TINY, "mixed_precision": mixed}))
-    batch = next(iter(make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True, shuffle=False)))
-    return [{k: float(v) for k, v in gan.compiled_step(batch).items()} for _ in range(n)]
+    return steps_on_one_batch(lambda encoder: ConditionalGan(encoder, GanConfig(**{**TINY, "mixed_precision": mixed})), data, n)
 
 def test_mixed_precision_step_runs_with_loss_scaling(small_set, tmp_path):
     import keras

@@ -78,6 +78,8 @@ def test_a_write_killed_half_way_keeps_the_previous_version_and_the_next_write_t
     assert first.wait(timeout=300) == 0, first.communicate()[1][-2000:]
     killed = write(kind, target, 2, stop=True)
     try:
+        import select
+        assert select.select([killed.stdout], [], [], 300)[0], "the write never reached its partial folder"
         assert killed.stdout.readline().strip() == "MID-WRITE", killed.communicate()[1][-2000:]
     finally:
         os.killpg(killed.pid, signal.SIGKILL)
