@@ -243,3 +243,14 @@ def test_tidy_removes_what_killed_writes_left_and_keeps_writes_in_progress(tmp_p
     assert (run / "05_memorisation" / "review_kit" / "key.csv").read_text() == "tile_id,truth"  # the old copy is the data: restored
     printed = capsys.readouterr().out
     assert printed.startswith(f"tidied 2 leftovers of stopped writes below {run} (removed, or restored") and str(leftover) in printed, printed
+
+def test_a_cell_that_raises_ends_the_command_with_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
+    import dermlab.pipeline
+    notebooks = one_notebook_course(tmp_path, "raise RuntimeError('broken on purpose')")
+    monkeypatch.setattr(dermlab.pipeline, "find_notebooks_folder", lambda: notebooks)
+    assert main(["run", "--quick", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    failed = tmp_path / "run" / "executed" / "00_phantom.failed.ipynb"
+    assert err == (f"dermlab: error: 00_phantom.ipynb failed at cell 4: RuntimeError: broken on purpose "
+                   f"(the executed copy, stopped at that cell: {failed})\n"), err
+    assert failed.exists() and not (tmp_path / "run" / "executed" / "00_phantom.ipynb").exists()
