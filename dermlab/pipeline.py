@@ -89,7 +89,6 @@ def memory_group(pid: int | str = "self") -> tuple:
 
 def memory_limit(pid: int | str = "self") -> int:
     "Bytes `pid` may use: the tightest limit of its memory cgroup and those above it (containers, Colab, Kaggle), else the machine's memory."
-    import os
     limits, (folder, limit, _) = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")], memory_group(pid)
     for level in ([folder, *folder.parents] if folder else []):
         try: value = (level / limit).read_text().strip()
@@ -119,7 +118,7 @@ class KernelWatch:
         self.kills_before, self._stop = memory_kills(), threading.Event()
 
     def attach(self, process):  # the kernel's `subprocess.Popen`
-        "Start sampling the kernel's peak memory twice a second."
+        "Start sampling the kernel's peak memory, five times a second."
         import threading
         self.process = process
         threading.Thread(target=self._sample, daemon=True).start()
