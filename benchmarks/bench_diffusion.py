@@ -74,7 +74,7 @@ def steps_to_lesions(check_every: int, max_steps: int, grid: Path, image_size: i
     from dermlab.data import TabularEncoder, make_image_dataset, split_by_patient
     from dermlab.diffusion import DENOISER_SIZES, DiffusionConfig, DiffusionGenerator
     from dermlab.evaluate import compare_with_real, conditional_fidelity, read_tiles, show_tile_rows
-    from dermlab.generators import save_figure
+    from dermlab.core import save_figure
     data = phantom("gan-2000", 2000)
     split = split_by_patient(data.table, seed=0)
     train, held_out = data.subset(split == "train"), data.subset(split != "train")

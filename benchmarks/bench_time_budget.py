@@ -121,7 +121,7 @@ CLASSIFIER_WORK = {  # notebook: full-profile work / quick-mode work, from the f
     "06_classifier": (30 / 4) * (5 / 2) * (3000 / 600) * (1 + 3 * (2 + 5 + 11 + 1.6)) / (1 + 2 * (2 + 5 + 1.6)),  # epochs x seeds x data x arm sizes
     "07_bias": (30 / 6) * (2400 / 1000),  # epochs x planted-bias images
 }
-DATA_RATIO = {"00_getting_started": 1, "00_phantom": 2000 / 240, "00_skin_colour": 300 / 60, "01_data": 3000 / 300, "01_generators": 400 / 120,
+DATA_RATIO = {"00_getting_started": 1, "01_phantom": 2000 / 240, "00_skin_colour": 300 / 60, "01_data": 3000 / 300, "01_generators": 400 / 120,
               "02_gan": 6000 / 1000, "03_deconv": 4000 / 600, "04_diffusion": 6000 / 600}
 
 def budget(quick_seconds: dict, steps: dict, cpu_rate: float) -> dict:

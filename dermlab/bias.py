@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .classifier import patient_bootstrap, roc_auc
+from .classifier import patient_bootstrap, patient_resamples, roc_auc
 
 # %% auto #0
 __all__ = ['AGE_BANDS', 'SUBGROUP_COLUMNS', 'DARK_SKIN', 'subgroups', 'operating_threshold', 'sensitivity', 'specificity_of',
@@ -106,13 +106,8 @@ def group_gap(targets, scores, patients,  # one value per lesion
     values_seen = np.asarray(scores, float) if threshold is None else (np.asarray(scores, float) >= threshold)
     def difference(t, v, g):  # metric in the group minus metric in the rest
         return metric(t[g], v[g]) - metric(t[~g], v[~g])
-    codes, _ = pd.factorize(pd.Series(np.asarray(patients)).astype("string").fillna("(missing)"))
-    rows_of = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).to_numpy()
-    random, values = np.random.default_rng(seed), []
-    for _ in range(resamples):
-        drawn = np.concatenate(rows_of[random.integers(0, len(rows_of), len(rows_of))])
-        values.append(difference(targets[drawn], values_seen[drawn], in_group[drawn]))
-    values = np.asarray(values, float)
+    values = np.asarray([difference(targets[rows], values_seen[rows], in_group[rows])
+                         for rows in patient_resamples(patients, resamples, seed)], float)
     values = values[np.isfinite(values)]
     low, high = (np.quantile(values, [(1 - level) / 2, (1 + level) / 2]) if len(values) >= resamples / 2 else (np.nan, np.nan))
     return {"group": metric(targets[in_group], values_seen[in_group]), "rest": metric(targets[~in_group], values_seen[~in_group]),

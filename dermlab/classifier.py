@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import LABEL_COLUMNS, LEAKY_COLUMNS, DermlabDataError, assert_no_group_leak
-from .generators import host_reachable, import_keras_cv, keras_cache_folder
+from .core import DermlabDataError, WeightsUnavailable, group_labels, import_keras_cv, keras_cache_folder, require_weights, written_whole
+from .data import LABEL_COLUMNS, LEAKY_COLUMNS, assert_no_group_leak
 
 # %% auto #0
 __all__ = ['CLASSIFIER_METRICS', 'EFFICIENTNET_WEIGHTS', 'DEGRADATIONS', 'MIN_STEPS_PER_EPOCH', 'partial_auc_above_tpr',
-           'sensitivity_at_specificity', 'brier_score', 'roc_auc', 'patient_bootstrap', 'score_classifier',
-           'sample_negatives', 'BackboneUnavailable', 'build_small_cnn', 'build_pretrained_classifier',
-           'build_classifier', 'draw_hair', 'degrade_tiles', 'imaging_augmentation', 'tile_dataset', 'train_classifier',
-           'save_classifier', 'load_classifier', 'predict_scores', 'tabular_columns', 'patient_normalised',
-           'tabular_features', 'fit_tabular_baseline', 'tabular_scores', 'synthetic_pool', 'check_patients_apart',
-           'experiment_arms', 'run_augmentation_experiment', 'summarise_arms', 'plot_experiment', 'pseudo_labels',
-           'train_with_pseudo_labels']
+           'sensitivity_at_specificity', 'brier_score', 'roc_auc', 'patient_resamples', 'patient_bootstrap',
+           'score_classifier', 'sample_negatives', 'BackboneUnavailable', 'build_small_cnn',
+           'build_pretrained_classifier', 'build_classifier', 'draw_hair', 'degrade_tiles', 'imaging_augmentation',
+           'tile_dataset', 'train_classifier', 'save_classifier', 'load_classifier', 'predict_scores',
+           'tabular_columns', 'patient_normalised', 'tabular_features', 'fit_tabular_baseline', 'tabular_scores',
+           'synthetic_pool', 'check_patients_apart', 'experiment_arms', 'run_augmentation_experiment', 'summarise_arms',
+           'plot_experiment', 'pseudo_labels', 'train_with_pseudo_labels']
 
 # %% ../nbs/06_classifier.ipynb #f278a63b
 def partial_auc_above_tpr(targets,  # 1 malignant, 0 benign
@@ -63,6 +63,16 @@ CLASSIFIER_METRICS = {"pauc_above_80_tpr": partial_auc_above_tpr, "roc_auc": roc
 "The report of every classifier: name -> metric(targets, scores)."
 
 # %% ../nbs/06_classifier.ipynb #e315507d
+def patient_resamples(patients,  # patient id of each row (missing ids are one group, `MISSING_GROUP`)
+                      resamples: int = 1000,
+                      seed: int = 0,
+                     ):
+    "Yield, `resamples` times, the rows of patients drawn with replacement, each with all their lesions."
+    codes, _ = pd.factorize(group_labels(patients))
+    rows_of = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).to_numpy()
+    random = np.random.default_rng(seed)
+    for _ in range(resamples): yield np.concatenate(rows_of[random.integers(0, len(rows_of), len(rows_of))])
+
 def patient_bootstrap(targets,  # 1 malignant, 0 benign
                       scores,  # the classifier's scores
                       patients,  # patient id of each row: patients are resampled, with all their lesions
@@ -73,14 +83,7 @@ def patient_bootstrap(targets,  # 1 malignant, 0 benign
                      ) -> tuple[float, float]:
     "A percentile interval of `metric` over resamples of patients (NaN resamples, e.g. without a malignant lesion, are skipped)."
     targets, scores = np.asarray(targets, float), np.asarray(scores, float)
-    codes, _ = pd.factorize(pd.Series(patients).astype("string").fillna("(missing)"))
-    rows_of = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).to_numpy()
-    random = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        rows = np.concatenate(rows_of[random.integers(0, len(rows_of), len(rows_of))])
-        values.append(metric(targets[rows], scores[rows]))
-    values = np.asarray(values, float)
+    values = np.asarray([metric(targets[rows], scores[rows]) for rows in patient_resamples(patients, resamples, seed)], float)
     values = values[np.isfinite(values)]
     if len(values) < resamples / 2: return (float("nan"), float("nan"))
     return tuple(float(q) for q in np.quantile(values, [(1 - level) / 2, (1 + level) / 2]))
@@ -114,7 +117,7 @@ EFFICIENTNET_WEIGHTS = ("efficientnetv2-b0_notop.h5",
                         "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-b0_notop.h5")
 "The ImageNet weights `keras.applications.EfficientNetV2B0(include_top=False)` downloads on first use: file name, URL."
 
-class BackboneUnavailable(RuntimeError):
+class BackboneUnavailable(WeightsUnavailable):
     "Pretrained backbone weights are not in the Keras cache and cannot be downloaded from here."
 
 def _head(features, record, dropout: float):
@@ -149,10 +152,8 @@ def build_pretrained_classifier(image_size: int,  # side of the input tiles (pix
     "EfficientNetV2-B0 with ImageNet weights and the same head, or `BackboneUnavailable` within seconds."
     import keras
     name, url = EFFICIENTNET_WEIGHTS
-    folder = Path(cache) if cache else keras_cache_folder()
-    if not (folder / "models" / name).is_file() and not host_reachable(url, timeout):
-        raise BackboneUnavailable(f"EfficientNetV2-B0's ImageNet weights ({name}, 24 MB) are not in {folder / 'models'} and "
-                                  f"{url.split('/')[2]} cannot be reached from here: run on Colab or Kaggle with internet on, or put the file there")
+    require_weights({name: url}, (Path(cache) if cache else keras_cache_folder()) / "models", "EfficientNetV2-B0's ImageNet weights (24 MB)",
+                    timeout=timeout, error=BackboneUnavailable)
     image = keras.Input((image_size, image_size, 3), name="image")
     backbone = keras.applications.EfficientNetV2B0(include_top=False, weights="imagenet", pooling="avg",
                                                    input_shape=(image_size, image_size, 3), include_preprocessing=True)
@@ -322,7 +323,6 @@ def save_classifier(model,  # a trained classifier
                    ) -> Path:
     "Write `classifier.keras` and `classifier.json` into `folder`."
     import json, dermlab
-    from dermlab.phantom import written_whole
     with written_whole(folder) as partial:
         partial.mkdir()
         model.save(partial / "classifier.keras")
@@ -368,7 +368,7 @@ def patient_normalised(table: pd.DataFrame,  # canonical table with `patient_id`
                       ) -> pd.DataFrame:
     "Each value relative to the same patient's lesions: (value - patient mean) / patient std (0 for a patient's only lesion)."
     values = table[columns].astype(float)
-    by_patient = values.groupby(table.patient_id.astype("string").fillna("(missing)").to_numpy())
+    by_patient = values.groupby(group_labels(table.patient_id))
     mean, std = by_patient.transform("mean"), by_patient.transform("std")
     return ((values - mean) / std.where(std > 0)).fillna(0.0).add_suffix(" vs patient")
 

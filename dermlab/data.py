@@ -15,24 +15,44 @@ from PIL import Image
 
 from .colour import (MIN_B_STAR, UNKNOWN_SKIN_TONE, chardon_category, estimate_skin_colour,
                             individual_typology_angle, relative_skin_tone, skin_tone_categorical)
-from .phantom import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_ONLY_COLUMNS, written_whole
+from .core import DermlabDataError, group_labels, written_whole
 
 # %% auto #0
-__all__ = ['SITES', 'SITE_NAMES', 'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'NUMERIC_COLUMNS', 'TEXT_COLUMNS', 'LEAKY_COLUMNS',
+__all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TEST_COLUMNS', 'SITES', 'SITE_NAMES',
+           'LABEL_COLUMNS', 'CANONICAL_COLUMNS', 'NUMERIC_COLUMNS', 'TEXT_COLUMNS', 'LEAKY_COLUMNS',
            'MISSING_SPELLINGS', 'SEX_NAMES', 'SKIN_SOURCE_MEASURED', 'SKIN_SOURCE_PHANTOM', 'SKIN_SOURCE_ESTIMATED',
            'CHARDON_SOURCES', 'ISIC2024_EXTRA_FEATURES', 'ISIC2019_CLASSES', 'HAM10000_DIAGNOSES', 'HAM10000_MALIGNANT',
-           'SYNTHETIC_PROVENANCE', 'READERS', 'DECODE_PARALLELISM', 'CACHE_BLOCK', 'DermlabDataError',
-           'LabelLeakWarning', 'detect_delimiter', 'read_csv_checked', 'Hdf5Images', 'FolderImages', 'canonical_types',
+           'SYNTHETIC_PROVENANCE', 'READERS', 'DECODE_PARALLELISM', 'CACHE_BLOCK', 'LabelLeakWarning',
+           'detect_delimiter', 'read_csv_checked', 'Hdf5Images', 'FolderImages', 'canonical_types',
            'drop_leaky_columns', 'normalise_site', 'UnreadableValueWarning', 'read_numbers', 'read_labels',
            'clean_table', 'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData',
            'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format',
            'load_isic', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
-           'restore_memory_allocator', 'jpeg_scale_for', 'make_image_dataset']
+           'restore_memory_allocator', 'jpeg_scale_for', 'make_image_dataset', 'tile_blocks', 'read_tiles']
+
+# %% ../nbs/01_data.ipynb #49444f65
+ISIC2024_TRAIN_COLUMNS = [
+    "isic_id", "target", "patient_id", "age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm",
+    "image_type", "tbp_tile_type", "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C", "tbp_lv_Cext",
+    "tbp_lv_H", "tbp_lv_Hext", "tbp_lv_L", "tbp_lv_Lext", "tbp_lv_areaMM2", "tbp_lv_area_perim_ratio",
+    "tbp_lv_color_std_mean", "tbp_lv_deltaA", "tbp_lv_deltaB", "tbp_lv_deltaL", "tbp_lv_deltaLB",
+    "tbp_lv_deltaLBnorm", "tbp_lv_eccentricity", "tbp_lv_location", "tbp_lv_location_simple",
+    "tbp_lv_minorAxisMM", "tbp_lv_nevi_confidence", "tbp_lv_norm_border", "tbp_lv_norm_color",
+    "tbp_lv_perimeterMM", "tbp_lv_radial_color_std_max", "tbp_lv_stdL", "tbp_lv_stdLExt", "tbp_lv_symm_2axis",
+    "tbp_lv_symm_2axis_angle", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z", "attribution", "copyright_license",
+    "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5", "mel_mitotic_index",
+    "mel_thick_mm", "tbp_lv_dnn_lesion_confidence"]
+"The 55 columns of the ISIC 2024 `train-metadata.csv`, in the official order."
+
+ISIC2024_TRAIN_ONLY_COLUMNS = [
+    "target", "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
+    "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence"]
+"Columns absent from the test file: the label and what is derived from the diagnosis (they leak the label)."
+
+ISIC2024_TEST_COLUMNS = [c for c in ISIC2024_TRAIN_COLUMNS if c not in ISIC2024_TRAIN_ONLY_COLUMNS]
+"The 44 columns of the ISIC 2024 `test-metadata.csv`."
 
 # %% ../nbs/01_data.ipynb #923caf44
-class DermlabDataError(ValueError):
-    "Bad input data: the message names the file, the column or the id."
-
 class LabelLeakWarning(UserWarning):
     "Columns that leak the label were dropped from the features."
 
@@ -633,7 +653,7 @@ def split_by_patient(table: pd.DataFrame,  # canonical table
                     ) -> pd.Series:
     "Assign each row to 'train', 'valid' or 'test' so that no group crosses splits, stratified by target."
     from sklearn.model_selection import StratifiedGroupKFold
-    groups = table[group].astype("string").fillna("(missing)")
+    groups = pd.Series(group_labels(table[group]), index=table.index)
     folds = min(folds, groups.nunique())
     wanted = [round(f * folds) for f in fractions]
     if folds < len(fractions) or min(w for w, f in zip(wanted, fractions) if f > 0) < 1:
@@ -650,7 +670,7 @@ def split_by_patient(table: pd.DataFrame,  # canonical table
 
 def assert_no_group_leak(table: pd.DataFrame, split: pd.Series, group: str = "patient_id"):
     "Raise if any value of `group` appears in more than one split."
-    splits_per_group = pd.Series(split.to_numpy()).groupby(table[group].astype("string").fillna("(missing)").to_numpy()).nunique()
+    splits_per_group = pd.Series(split.to_numpy()).groupby(group_labels(table[group])).nunique()
     crossing = splits_per_group.index[splits_per_group > 1]
     if len(crossing): raise DermlabDataError(f"{len(crossing)} '{group}' values cross splits, e.g. {list(crossing[:5])}")
 
@@ -802,3 +822,25 @@ def _cached_blocks(tiles, cache, shuffle: bool, seed: int):
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     shuffled = blocks.shuffle(16, seed=seed, reshuffle_each_iteration=True)
     return tf.data.Dataset.zip((shuffled, randoms)).map(permute, num_parallel_calls=tf.data.AUTOTUNE)
+
+# %% ../nbs/01_data.ipynb #dfd3486d
+def tile_blocks(data: IsicData,  # table and image store
+                image_size: int,  # side of the square tiles, pixels
+                block_size: int = 1024,  # tiles per block: memory stays flat however large the set
+               ):
+    "Yield (row indices, uint8 tiles) blocks, decoded like the training pipeline, streamed from the image store."
+    dataset = make_image_dataset(data, outputs=("index", "image"), image_size=image_size, batch_size=block_size,
+                                 value_range=(0.0, 255.0), shuffle=False)
+    for index, tiles in dataset:
+        yield index.numpy(), np.clip(np.round(tiles.numpy()), 0, 255).astype(np.uint8)
+
+def read_tiles(data: IsicData,  # table and image store
+               image_size: int,  # side of the square tiles, pixels
+               n: int | None = None,  # the first `n` rows; None: all
+              ) -> tuple[np.ndarray, pd.DataFrame]:
+    "Real tiles as uint8 (n, size, size, 3), decoded like the training pipeline, with their table rows."
+    chosen = data.subset(np.arange(min(n, len(data)) if n is not None else len(data)))
+    blocks = list(tile_blocks(chosen, image_size, 256))
+    if not blocks: raise DermlabDataError(f"{data.folder}: none of the {len(chosen)} images could be decoded")
+    indices, tiles = (np.concatenate(part) for part in zip(*blocks))
+    return tiles, chosen.table.iloc[indices].reset_index(drop=True)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
-from .evaluate import sample_diversity
-from .generators import ConditionalGenerator, TrainingRun
+from .generators import ConditionalGenerator, TrainingRun, sample_diversity
 
 # %% auto #0
 __all__ = ['DECONV_CURVES', 'DeconvConfig', 'build_deconv_decoder', 'DeconvGenerator']
@@ -46,6 +45,7 @@ def build_deconv_decoder(condition_dim: int, config: DeconvConfig):
 class DeconvGenerator(ConditionalGenerator):
     "Conv2DTranspose decoder trained with a pixel loss: the baseline the GAN must beat."
     kind = "deconv_baseline"
+    home_module = "dermlab.deconv"
 
     def __init__(self, encoder: TabularEncoder, config: DeconvConfig = None):
         import keras

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
-from .evaluate import sample_diversity
-from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, host_reachable, import_keras_cv,
-                                keras_cache_folder, move_average_weights, run_on_replicas)
+from .core import WeightsUnavailable, host_reachable, import_keras_cv, keras_cache_folder, require_weights
+from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, move_average_weights,
+                                run_on_replicas, sample_diversity)
 
 # %% auto #0
 __all__ = ['SCHEDULE_NAMES', 'PREDICTION_NAMES', 'SAMPLER_NAMES', 'DENOISER_SIZES', 'DIFFUSION_CURVES', 'STABLE_DIFFUSION_FILES',
@@ -212,6 +212,7 @@ def split_prediction(prediction: np.ndarray,  # the denoiser's output
 class DiffusionGenerator(ConditionalGenerator):
     "Record-conditioned diffusion model: a U-Net denoiser with FiLM, classifier-free guidance, DDIM or DDPM sampling."
     kind = "conditional_diffusion"
+    home_module = "dermlab.diffusion"
 
     def __init__(self, encoder: TabularEncoder,  # fitted on the training split
                  config: DiffusionConfig = None,
@@ -388,7 +389,7 @@ SITE_WORDS = {"head/neck": "head or neck", "upper extremity": "arm", "lower extr
               "anterior torso": "chest or abdomen", "torso": "torso", "palms/soles": "palm or sole", "oral/genital": "oral or genital area"}
 "Plain words for the lesion sites of the ISIC tables (others are used as they are)."
 
-class StableDiffusionUnavailable(RuntimeError):
+class StableDiffusionUnavailable(WeightsUnavailable):
     "Stable Diffusion's weights are not in the Keras cache and cannot be downloaded from here."
 
 SKIN_WORDS = {"lightest third": "lighter", "middle third": "medium", "darkest third": "darker"}
@@ -417,19 +418,15 @@ def load_stable_diffusion(image_size: int = 512,  # KerasCV rounds to a multiple
                           cache: str | Path | None = None,  # the Keras cache folder to look in
                          ):
     "KerasCV's Stable Diffusion, or `StableDiffusionUnavailable` within seconds naming what is missing and how to get it."
-    missing = missing_stable_diffusion_files(cache)
-    unreachable = sorted({STABLE_DIFFUSION_FILES[name].split("/")[2] for name in missing
-                          if not host_reachable(STABLE_DIFFUSION_FILES[name], timeout)})
-    if unreachable:
-        raise StableDiffusionUnavailable(
-            f"Stable Diffusion needs {', '.join(missing)} (about 4 GB) in the Keras cache, and {', '.join(unreachable)} cannot be "
-            f"reached from here: run on Colab or Kaggle with internet on, or download them elsewhere (URLs in "
-            f"dermlab.diffusion.STABLE_DIFFUSION_FILES) into ~/.keras/datasets/")
+    require_weights(STABLE_DIFFUSION_FILES, Path(cache) if cache else keras_cache_folder() / "datasets",
+                    "Stable Diffusion's weights (about 4 GB; URLs in dermlab.diffusion.STABLE_DIFFUSION_FILES)", timeout=timeout,
+                    error=StableDiffusionUnavailable)
     return import_keras_cv().models.StableDiffusion(img_width=image_size, img_height=image_size, jit_compile=True)
 
 class StableDiffusionGenerator(ConditionalGenerator):
     "KerasCV's Stable Diffusion behind the shared interface: one `record_prompt` per record, the seed instead of our noise."
     kind = "stable_diffusion_prompted"
+    home_module = "dermlab.diffusion"
 
     def __init__(self, encoder: TabularEncoder,  # used only for its columns (the prompt reads the raw record)
                  image_size: int = 64,  # images are drawn at `draw_size` and resized to this
@@ -450,7 +447,7 @@ class StableDiffusionGenerator(ConditionalGenerator):
         return np.clip(np.concatenate(images), 0, 255).astype(np.uint8) if images else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
 
     def fit(self, data, epochs, run_dir, progress=True, **options):
-        raise NotImplementedError("Stable Diffusion is used as downloaded here; fine-tuning needs a GPU with at least 30 GB of memory (see 04_diffusion)")
+        raise NotImplementedError("Stable Diffusion is used as downloaded here; fine-tuning needs a GPU with at least 30 GB of memory (see the diffusion notebook)")
 
     def save_networks(self, folder): pass  # the weights are KerasCV's download, not ours
 

@@ -13,32 +13,17 @@ import json
 from pathlib import Path
 
 from .colour import estimate_skin_colour, rgb_to_lab
-from .data import DermlabDataError, IsicData, make_image_dataset
-from .generators import host_reachable, keras_cache_folder
-from .phantom import written_whole
+from .core import DermlabDataError, WeightsUnavailable, keras_cache_folder, require_weights, tile_grid, written_whole
+from .data import IsicData, make_image_dataset, read_tiles
+from .generators import diversity_of, sample_diversity
 
 # %% auto #0
-__all__ = ['REALISM_MEASURES', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'read_tiles', 'measure_tiles',
-           'realism_ratios', 'tile_features', 'two_sample_test', 'show_tile_rows', 'diversity_of', 'sample_diversity',
-           'image_sharpness', 'fidelity_requests', 'fidelity_of', 'conditional_fidelity', 'compare_with_real',
-           'FeaturesUnavailable', 'TileFeatures', 'inception_features', 'AttributeNetwork', 'attribute_columns',
-           'build_attribute_network', 'train_attribute_network', 'frechet_distance', 'kernel_distance',
-           'precision_recall', 'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
-
-# %% ../nbs/05_evaluate.ipynb #121098c2
-def read_tiles(data: IsicData,  # table and image store
-               image_size: int,  # side of the square tiles, pixels
-               n: int | None = None,  # the first `n` rows; None: all
-              ) -> tuple[np.ndarray, pd.DataFrame]:
-    "Real tiles as uint8 (n, size, size, 3), decoded like the training pipeline, with their table rows."
-    chosen = data.subset(np.arange(min(n, len(data)) if n is not None else len(data)))
-    dataset = make_image_dataset(chosen, outputs=("index", "image"), image_size=image_size, batch_size=256,
-                                 value_range=(0.0, 255.0), shuffle=False)
-    indices, tiles = [], []
-    for index, tile in dataset:
-        indices.append(index.numpy()); tiles.append(np.clip(np.round(tile.numpy()), 0, 255).astype(np.uint8))
-    if not tiles: raise DermlabDataError(f"{data.folder}: none of the {len(chosen)} images could be decoded")
-    return np.concatenate(tiles), chosen.table.iloc[np.concatenate(indices)].reset_index(drop=True)
+__all__ = ['REALISM_MEASURES', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'measure_tiles',
+           'realism_ratios', 'tile_features', 'two_sample_test', 'show_tile_rows', 'image_sharpness',
+           'fidelity_requests', 'fidelity_of', 'conditional_fidelity', 'compare_with_real', 'FeaturesUnavailable',
+           'TileFeatures', 'inception_features', 'AttributeNetwork', 'attribute_columns', 'build_attribute_network',
+           'train_attribute_network', 'frechet_distance', 'kernel_distance', 'precision_recall',
+           'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
 
 # %% ../nbs/05_evaluate.ipynb #424193d4
 def measure_tiles(images: np.ndarray) -> pd.DataFrame:  # uint8 tiles (n, size, size, 3)
@@ -118,27 +103,10 @@ def show_tile_rows(rows: dict,  # row name -> uint8 tiles; the first `columns` o
                    columns: int = 8,
                   ):
     "Show tiles of several sources in rows, one column per record, and return the figure."
-    import matplotlib.pyplot as plt
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.5 * columns, 1.6 * len(rows)), squeeze=False)
-    for axis in axes.flat: axis.axis("off")
-    for row, (name, tiles) in zip(axes, rows.items()):
-        for axis, tile in zip(row, tiles[:columns]): axis.imshow(tile)
-        row[0].set_title(name, loc="left", fontsize=9)
-    figure.suptitle(title)
-    return figure
+    places = [tile for tiles in rows.values() for tile in [*tiles[:columns], *[None] * (columns - len(tiles[:columns]))]]
+    return tile_grid(places, columns, row_labels=list(rows), title=title)
 
 # %% ../nbs/05_evaluate.ipynb #8478fd20
-def diversity_of(images: np.ndarray,  # uint8 images, `draws` consecutive ones per record
-                 draws: int,
-                ) -> dict:
-    "Pixel std across noise draws of the same record, and across records (pixels in [0, 1])."
-    grouped = images.astype(np.float32).reshape(len(images) // draws, draws, -1) / 255
-    return {"noise_diversity": float(grouped.std(axis=1).mean()), "condition_diversity": float(grouped.mean(axis=1).std(axis=0).mean())}
-
-def sample_diversity(generator, conditions: pd.DataFrame, draws: int = 4, seed: int = 0) -> dict:
-    "`diversity_of` the generator's images: `draws` noise draws for each record."
-    return diversity_of(generator.generate(conditions, n_per_row=draws, seed=seed), draws)
-
 def image_sharpness(images: np.ndarray) -> float:
     "Mean absolute Laplacian response of uint8 images (higher: more edges and texture)."
     from scipy import ndimage
@@ -198,7 +166,7 @@ INCEPTION_WEIGHTS = ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
                      "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
 "The ImageNet weights `keras.applications.InceptionV3(include_top=False)` downloads on first use: file name in the Keras cache, URL."
 
-class FeaturesUnavailable(RuntimeError):
+class FeaturesUnavailable(WeightsUnavailable):
     "Pretrained feature weights are not in the Keras cache and cannot be downloaded from here."
 
 class TileFeatures:
@@ -219,11 +187,8 @@ def inception_features(timeout: float = 5.0,  # seconds to wait for the download
     "InceptionV3's 2048 pooled ImageNet features at 299 px (the FID standard), or `FeaturesUnavailable` within seconds."
     import keras
     name, url = INCEPTION_WEIGHTS
-    folder = Path(cache) if cache else keras_cache_folder()
-    if not (folder / "models" / name).is_file() and not host_reachable(url, timeout):
-        raise FeaturesUnavailable(f"InceptionV3's ImageNet weights ({name}, 84 MB) are not in {folder / 'models'} and "
-                                  f"{url.split('/')[2]} cannot be reached from here: run on Colab or Kaggle with internet on, or put the "
-                                  f"file there; until then, use the attribute network's features (`train_attribute_network`)")
+    require_weights({name: url}, (Path(cache) if cache else keras_cache_folder()) / "models", "InceptionV3's ImageNet weights (84 MB)",
+                    "use the attribute network's features (`train_attribute_network`)", timeout, FeaturesUnavailable)
     import tensorflow as tf
     model = keras.applications.InceptionV3(include_top=False, weights="imagenet", pooling="avg", input_shape=(299, 299, 3))
     def extract(tiles):  # enlarged to 299 px, scaled to [-1, 1]

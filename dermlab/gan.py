@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
-from .evaluate import sample_diversity
 from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, move_average_weights,
-                                run_on_replicas)
+                                run_on_replicas, sample_diversity)
 
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'FIRST_RECIPE', 'AUGMENTATIONS', 'LOSSES', 'GAN_CURVES', 'GanConfig',
@@ -160,6 +159,7 @@ class GanTrainingWarning(UserWarning):
 class ConditionalGan(ConditionalGenerator):
     "Conditional GAN: record + noise -> lesion tile, trained with a custom GradientTape loop."
     kind = "conditional_gan"
+    home_module = "dermlab.gan"
 
     def __init__(self, encoder: TabularEncoder,  # fitted on the training split
                  config: GanConfig = None,

@@ -12,15 +12,13 @@ import numpy as np
 import pandas as pd
 
 import dermlab
-from .data import DermlabDataError, IsicData, TabularEncoder
-from .phantom import written_whole
+from .core import DermlabDataError, check_choice, save_figure, tile_grid, written_whole
+from .data import IsicData, TabularEncoder
 
 # %% auto #0
-__all__ = ['GENERATOR_KINDS', 'load_generator', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'JIT_COMPILE_CHOICES',
-           'ConditionalGenerator', 'register_dermlab_kinds', 'PaintedDiscGenerator', 'train_small_generator',
-           'load_course_generators', 'fixed_records', 'save_figure', 'save_sample_grid', 'save_curves', 'TrainingRun',
-           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set', 'import_keras_cv',
-           'keras_cache_folder', 'host_reachable']
+__all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator', 'PaintedDiscGenerator',
+           'diversity_of', 'sample_diversity', 'fixed_records', 'save_sample_grid', 'save_curves', 'TrainingRun',
+           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -29,6 +27,7 @@ GENERATOR_KINDS: dict = {}
 class ConditionalGenerator:
     "What every dermlab generator shares: `fit`, `generate`, `save` and `load`; the encoder travels with the network."
     kind = "generator"
+    home_module = None  # the module `load` imports to find this kind; set it where a notebook defines the class (its module is then __main__)
 
     def __init_subclass__(cls, **options):
         super().__init_subclass__(**options)
@@ -88,7 +87,7 @@ class ConditionalGenerator:
 
     def description(self) -> dict:
         "What `save` writes into generator.json."
-        return {"kind": self.kind, "module": type(self).__module__, "version": self.version, "image_size": self.image_size,
+        return {"kind": self.kind, "module": type(self).__dict__.get("home_module") or type(self).__module__, "version": self.version, "image_size": self.image_size,
                 "noise_shape": list(self.noise_shape), "trained_steps": self.trained_steps, "trained_epochs": self.trained_epochs,
                 "config": self.config, "dermlab_version": dermlab.__version__,
                 "note": "generates synthetic, patient-like images for research and teaching; not clinical evidence"}
@@ -120,11 +119,12 @@ class ConditionalGenerator:
         description_path = folder / "generator.json"
         if not description_path.is_file(): raise DermlabDataError(f"{folder}: no generator.json (not a saved dermlab generator)")
         description = json.loads(description_path.read_text())
-        if description.get("module", "__main__") != "__main__": importlib.import_module(description["module"])  # registers the kind
-        if description["kind"] not in GENERATOR_KINDS: register_dermlab_kinds()  # e.g. saved from a notebook, where the module is __main__
+        module = description.get("module", "__main__")
+        if module != "__main__": importlib.import_module(module)  # defining the class registers its kind
         kind_class = GENERATOR_KINDS.get(description["kind"])
         if kind_class is None:
-            raise DermlabDataError(f"{description_path}: generator kind {description['kind']!r} unknown; known: {sorted(GENERATOR_KINDS)}")
+            raise DermlabDataError(f"{description_path}: generator kind {description['kind']!r} unknown (saved from module {module!r}): "
+                                   f"define or import its class first; known: {sorted(GENERATOR_KINDS)}")
         if not issubclass(kind_class, cls):
             raise DermlabDataError(f"{description_path}: holds a {description['kind']!r}, not a {cls.__name__}")
         generator = kind_class.__new__(kind_class)
@@ -136,12 +136,6 @@ class ConditionalGenerator:
         return generator
 
 load_generator = ConditionalGenerator.load
-
-def register_dermlab_kinds():
-    "Import every dermlab module, so that every generator kind the package defines is in `GENERATOR_KINDS`."
-    import pkgutil
-    for module in pkgutil.iter_modules(dermlab.__path__):
-        if not module.name.startswith("_"): importlib.import_module(f"dermlab.{module.name}")
 
 # %% ../nbs/01_generators.ipynb #21ed40e9
 class PaintedDiscGenerator(ConditionalGenerator):
@@ -184,62 +178,17 @@ class PaintedDiscGenerator(ConditionalGenerator):
     @classmethod
     def load_networks(cls, folder, description): return {}
 
-# %% ../nbs/01_generators.ipynb #8f188231
-COURSE_GENERATORS = {"GAN": "02_gan/gan", "Conv2DTranspose baseline": "03_deconv/deconv", "diffusion": "04_diffusion/diffusion"}
-"The generators the course trains: name -> the folder, inside the run folder, where its notebook saves it."
+# %% ../nbs/01_generators.ipynb #de1eb7da
+def diversity_of(images: np.ndarray,  # uint8 images, `draws` consecutive ones per record
+                 draws: int,
+                ) -> dict:
+    "Pixel std across noise draws of the same record, and across records (pixels in [0, 1])."
+    grouped = images.astype(np.float32).reshape(len(images) // draws, draws, -1) / 255
+    return {"noise_diversity": float(grouped.std(axis=1).mean()), "condition_diversity": float(grouped.mean(axis=1).std(axis=0).mean())}
 
-SMALL_GENERATOR_STEPS = 150
-"Training steps of a stand-in generator (`train_small_generator`): three epochs of 50."
-
-def train_small_generator(name: str,  # a key of `COURSE_GENERATORS`
-                          train: IsicData,  # training split
-                          image_size: int,  # tile side in pixels
-                          folder: str | Path,  # its run folder (resumed if present) and, in `generator/`, the saved generator
-                          seed: int = 0,
-                         ) -> ConditionalGenerator:
-    "A small stand-in for a course generator, trained in `SMALL_GENERATOR_STEPS` steps, for a notebook opened without the generator's own."
-    encoder, folder, epochs = TabularEncoder.for_table(train.table), Path(folder), 3
-    if name == "GAN":
-        from dermlab.gan import ConditionalGan, GanConfig
-        generator = ConditionalGan(encoder, GanConfig(image_size=image_size, batch_size=32, jit_compile=False, seed=seed))
-    elif name == "Conv2DTranspose baseline":
-        from dermlab.deconv import DeconvConfig, DeconvGenerator
-        generator = DeconvGenerator(encoder, DeconvConfig(image_size=image_size, batch_size=16, seed=seed))
-    elif name == "diffusion":
-        from dermlab.diffusion import DENOISER_SIZES, DiffusionConfig, DiffusionGenerator
-        generator = DiffusionGenerator(encoder, DiffusionConfig(image_size=image_size, batch_size=16, seed=seed, **DENOISER_SIZES["cpu_quick"]))
-    else: raise ValueError(f"{name!r}: not one of {list(COURSE_GENERATORS)}")
-    generator.fit(train, epochs=epochs, run_dir=folder / "run", progress=False, steps_per_epoch=SMALL_GENERATOR_STEPS // epochs)
-    generator.save(folder / "generator")
-    return generator
-
-def load_course_generators(run_folder: str | Path,  # the course's run folder (holds 02_gan/, 03_deconv/, 04_diffusion/)
-                           image_size: int,  # only generators of this tile size are returned
-                           names: list | None = None,  # keys of `COURSE_GENERATORS` (default: all)
-                           say=print,  # called with one line for each generator: where it came from, or why it is left out or stood in for
-                           train: IsicData | None = None,  # training split: a missing generator gets a small stand-in trained on it; None: left out
-                           seed: int = 0,  # seed of a stand-in
-                          ) -> dict:
-    "The course's trained generators in `run_folder` at `image_size`, by name, each said where it came from; one missing is left out or stood in for."
-    generators = {}
-    for name in names or COURSE_GENERATORS:
-        path = Path(run_folder) / COURSE_GENERATORS[name]
-        generator = ConditionalGenerator.load(path) if (path / "generator.json").exists() else None
-        if generator is not None and generator.image_size != image_size:
-            say(f"{name}: the one in {path} was trained at {generator.image_size} px, not {image_size}")
-            generator = None
-        elif generator is None: say(f"{name}: none in {path} (run its notebook first)")
-        else: say(f"{name} from {path}")
-        if generator is None and train is not None:
-            small = Path(run_folder) / "small_generators" / f"{name.replace(' ', '_')}_{image_size}px"
-            if (small / "generator" / "generator.json").exists():
-                say(f"{name}: using the small stand-in trained earlier, {small / 'generator'}")
-                generator = ConditionalGenerator.load(small / "generator")
-            else:
-                say(f"{name}: training a small stand-in here ({SMALL_GENERATOR_STEPS} steps, far weaker than its notebook's), kept in {small}")
-                generator = train_small_generator(name, train, image_size, small, seed)
-        if generator is not None: generators[name] = generator
-    return generators
+def sample_diversity(generator, conditions: pd.DataFrame, draws: int = 4, seed: int = 0) -> dict:
+    "`diversity_of` the generator's images: `draws` noise draws for each record."
+    return diversity_of(generator.generate(conditions, n_per_row=draws, seed=seed), draws)
 
 # %% ../nbs/01_generators.ipynb #34d7455f
 def fixed_records(table: pd.DataFrame, n: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -251,21 +200,9 @@ def fixed_records(table: pd.DataFrame, n: int = 8, seed: int = 0) -> pd.DataFram
     if len(records) < n: records = pd.concat([records, ordered.sample(n - len(records), random_state=seed, replace=len(ordered) < n)])
     return records.head(n).drop(columns="_order").reset_index(drop=True)
 
-def save_figure(figure, path: Path):
-    "Write a matplotlib figure as PNG (written whole) and close it."
-    import matplotlib.pyplot as plt
-    with written_whole(path) as partial: figure.savefig(partial, format="png", dpi=80)
-    plt.close(figure)
-
 def save_sample_grid(images: np.ndarray, path: Path, columns: int, title: str):
     "Save uint8 images as one grid picture (written whole)."
-    import matplotlib.pyplot as plt
-    rows = math.ceil(len(images) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.4 * rows + 0.4), squeeze=False)
-    for axis in axes.flat: axis.axis("off")
-    for axis, image in zip(axes.flat, images): axis.imshow(image)
-    figure.suptitle(title, fontsize=9)
-    save_figure(figure, path)
+    save_figure(tile_grid(images, columns, title=title, tile_inches=1.4), path)
 
 def save_curves(history: pd.DataFrame,  # one row per epoch, with an `epoch` column
                 path: Path,
@@ -430,34 +367,3 @@ def save_synthetic_set(folder: str | Path,  # created or replaced, written whole
                 Image.fromarray(image).save(buffer, format="JPEG", quality=95)
                 store.create_dataset(image_id, data=np.bytes_(buffer.getvalue())).attrs.update(provenance)
     return folder
-
-# %% ../nbs/01_generators.ipynb #1a581eb0
-def import_keras_cv():
-    "KerasCV, imported without the 'TqdmWarning: IProgress not found' that its dependencies print where ipywidgets is absent."
-    import warnings
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        import keras_cv
-    return keras_cv
-
-def keras_cache_folder() -> Path:
-    "Where Keras keeps downloaded files: KERAS_HOME, by default ~/.keras (weights in `models/`, other files in `datasets/`)."
-    import os
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
-
-def host_reachable(url: str,  # the file a download would fetch
-                   timeout: float = 5.0,  # seconds; never blocks longer
-                  ) -> bool:
-    "Whether a TCP connection to the URL's host (port 443) opens within `timeout` seconds, name lookup included."
-    import socket, threading
-    from urllib.parse import urlparse
-    host, result = urlparse(url).hostname, []
-    def connect():
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            result.append(True)
-        except OSError: pass
-    worker = threading.Thread(target=connect, daemon=True)  # a name lookup ignores socket timeouts: bound it by the thread
-    worker.start()
-    worker.join(timeout)
-    return bool(result)

@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import DermlabDataError, IsicData, make_image_dataset, read_csv_checked
+from .core import DermlabDataError, tile_grid, written_whole
+from .data import IsicData, read_csv_checked, read_tiles, tile_blocks
 from .evaluate import (AttributeReader, TileFeatures, attribute_agreement, conditional_fidelity, frechet_distance,
-                              kernel_distance, measure_tiles, precision_recall, read_tiles, realism_ratios, train_and_test,
+                              kernel_distance, measure_tiles, precision_recall, realism_ratios, train_and_test,
                               two_sample_test)
-from .phantom import written_whole
 
 # %% auto #0
 __all__ = ['REVIEW_ANSWERS', 'REVIEW_COLUMNS', 'REVIEW_INSTRUCTIONS', 'pixel_vectors', 'aligned_variants', 'NearestTraining',
-           'training_blocks', 'MemorisationAudit', 'memorisation_audit', 'unit_rows', 'best_over_variants',
-           'show_closest_pairs', 'RealReference', 'judge_tiles', 'judge_generator', 'make_review_kit', 'contact_sheet',
-           'read_review_form', 'score_reviews']
+           'MemorisationAudit', 'memorisation_audit', 'unit_rows', 'best_over_variants', 'show_closest_pairs',
+           'RealReference', 'TileSource', 'measure_source', 'audit_sources', 'judge_sources', 'generator_source',
+           'make_review_kit', 'contact_sheet', 'read_review_form', 'score_reviews']
 
 # %% ../nbs/05_memorisation.ipynb #5cb4574f
 def pixel_vectors(images: np.ndarray,  # uint8 tiles (n, size, size, 3)
@@ -71,16 +71,6 @@ class NearestTraining:
         self.similarity, self.index = np.take_along_axis(both_similarity, best, 1), np.take_along_axis(both_index, best, 1)
 
 # %% ../nbs/05_memorisation.ipynb #060e26f0
-def training_blocks(data: IsicData,  # the generator's training set
-                    image_size: int,
-                    block_size: int = 1024,  # tiles per block: memory stays flat however large the set
-                   ):
-    "Yield (training indices, uint8 tiles) blocks, decoded like the training pipeline, streamed from the image store."
-    dataset = make_image_dataset(data, outputs=("index", "image"), image_size=image_size, batch_size=block_size,
-                                 value_range=(0.0, 255.0), shuffle=False)
-    for index, tiles in dataset:
-        yield index.numpy(), np.clip(np.round(tiles.numpy()), 0, 255).astype(np.uint8)
-
 @dataclass
 class MemorisationAudit:
     "Nearest training images of every generated tile, in pixels (after alignment) and in features, with the copy thresholds."
@@ -100,8 +90,22 @@ class MemorisationAudit:
         return {"copy_rate": self.copy_rate, **spaces, **{f"{space}_threshold": value for space, value in self.thresholds.items()},
                 "expected_copy_rate_of_new_images": 1 - self.quantile}
 
+def _check_reference(reference_rows: pd.Series,  # training index -> position in `reference_tiles`
+                     reference_tiles: np.ndarray,  # the reference's own tiles
+                     indices: np.ndarray, tiles: np.ndarray,  # a block of the training stream
+                    ) -> int:
+    "How many reference tiles this block holds; a `DermlabDataError` if one differs from the stream's tile at its index."
+    held = np.isin(indices, reference_rows.index)
+    if not held.any(): return 0
+    own = reference_tiles[reference_rows.loc[indices[held]].to_numpy()].astype(np.int16)
+    differ = np.abs(own - tiles[held]).reshape(held.sum(), -1).mean(axis=1) > 1  # the same decoding: equal up to rounding
+    if differ.any():
+        raise DermlabDataError(f"audit reference: its tile for training index {indices[held][differ][0]} is not the training stream's tile "
+                               f"there ({int(differ.sum())} such): the reference must hold the tiles of those rows of the set the audit streams")
+    return int(held.sum())
+
 def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size, size, 3)
-                       blocks,  # iterable of (training indices, uint8 tiles), e.g. `training_blocks(train, size)`
+                       blocks,  # iterable of (training indices, uint8 tiles), e.g. `tile_blocks(train, size)`
                        reference: tuple,  # (training indices, uint8 tiles) of a random sample of the training set
                        features: TileFeatures | None = None,  # also compare in this feature space
                        quantile: float = 0.99,  # a tile is a copy when closer to a training tile than this share of training tiles are to theirs
@@ -125,8 +129,14 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
         reference_queries, _ = queries_of(reference_tiles)
         exclude = np.r_[np.full(len(generated_queries), -1), np.repeat(reference_indices, variants)]
         searches[space] = (vectorise, NearestTraining(np.concatenate([generated_queries, reference_queries]), k, exclude), variants)
+    reference_rows, reference_seen = pd.Series(np.arange(len(reference_indices)), index=np.asarray(reference_indices)), 0
+    if reference_rows.index.duplicated().any(): raise DermlabDataError("audit reference: a training index appears twice in it")
     for indices, tiles in blocks:
         for vectorise, search, _ in searches.values(): search.add(vectorise(tiles), indices)
+        reference_seen += _check_reference(reference_rows, reference_tiles, indices, tiles)
+    if reference_seen < len(reference_rows):
+        raise DermlabDataError(f"audit reference: {len(reference_rows) - reference_seen} of its {len(reference_rows)} training indices "
+                               "never came in the training stream: build the reference from the set the audit streams")
     table, thresholds, reference_similarity = {}, {}, {}
     for space, (_, search, variants) in searches.items():
         similarity, index = best_over_variants(search.similarity, search.index, variants, k)
@@ -169,19 +179,13 @@ def show_closest_pairs(audit: MemorisationAudit,
                        space: str = "pixel",
                       ):
     "A gallery: the `n` generated tiles closest to a training tile, above their nearest training tiles."
-    import matplotlib.pyplot as plt
     closest = audit.table.sort_values(f"{space}_similarity", ascending=False).head(n)
     nearest = [candidates[0] for candidates in closest[f"{space}_nearest"]]
     originals, _ = read_tiles(train.subset(np.asarray(nearest)), image_size)
-    figure, axes = plt.subplots(2, len(closest), figsize=(1.6 * len(closest), 3.6), squeeze=False)
-    for column, ((row, pair), original) in enumerate(zip(closest.iterrows(), originals)):
-        axes[0][column].imshow(generated[row]); axes[1][column].imshow(original)
-        axes[0][column].set_title(f"{pair[f'{space}_similarity']:.3f}" + (" flagged" if pair.flagged else ""), fontsize=8,
-                                  color="red" if pair.flagged else "black")
-    for axis in axes.flat: axis.axis("off")
-    axes[0][0].text(-0.15, 0.5, "generated", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
-    axes[1][0].text(-0.15, 0.5, "nearest training", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")
-    figure.suptitle(f"closest pairs in {space} space (similarity above each pair)")
+    titles = [f"{s:.3f}" + (" flagged" if f else "") for s, f in zip(closest[f"{space}_similarity"], closest.flagged)]
+    figure = tile_grid([*generated[closest.index.to_numpy()], *originals], len(closest), titles + [""] * len(closest),
+                       ["generated", "nearest training"], f"closest pairs in {space} space (similarity above each pair)", 1.6)
+    for axis, flagged in zip(figure.axes, closest.flagged): axis.title.set_color("red" if flagged else "black")
     return figure
 
 # %% ../nbs/05_memorisation.ipynb #76da9036
@@ -198,46 +202,65 @@ class RealReference:
     audit_reference: tuple | None = None  # (training indices, uint8 tiles) that set the copy threshold; None: the TSTR sample
     seed: int = 0
 
-    def __post_init__(self): self.held_out_features = self.features(self.held_out)
+    def __post_init__(self):  # measured once, whatever the number of sources judged against them
+        self.held_out_features, self.held_out_measures = self.features(self.held_out), measure_tiles(self.held_out)
 
-def judge_tiles(reference: RealReference,
-                held_out_tiles: np.ndarray,  # uint8 tiles for held-out records: a generator's for `reference.held_out_records`
-                held_out_records: pd.DataFrame,  # those records (for other real tiles: their own)
-                train_tiles: np.ndarray,  # uint8 tiles for `reference.train_records`, in order
-                audit_train_tiles: bool = True,  # False when `train_tiles` are the real training tiles themselves
-               ) -> tuple[dict, MemorisationAudit]:
-    "Every measure of the comparison table for one source of tiles, and its memorisation audit."
-    seed, row = reference.seed, {}
-    row.update(realism_ratios(measure_tiles(held_out_tiles), measure_tiles(reference.held_out)))
-    if min(len(reference.held_out), len(held_out_tiles)) >= 10:  # the test's five folds need ten tiles of each kind
-        row.update({k: v for k, v in two_sample_test(reference.held_out, held_out_tiles, seed=seed).items() if k != "two_sample_tiles"})
-    generated_features = reference.features(held_out_tiles)
+@dataclass
+class TileSource:
+    "One row of the comparison table: a source's tiles for the reference's held-out records and for its training records."
+    held_out_tiles: np.ndarray  # uint8 tiles for `held_out_records`
+    held_out_records: pd.DataFrame  # the records they show (for another real sample: its own)
+    train_tiles: np.ndarray  # uint8 tiles for the reference's `train_records`, in order (TSTR learns from them)
+    audit_train_tiles: bool = True  # False when `train_tiles` are the real training tiles themselves
+    extra: dict | None = None  # measures already made (a generator's fidelity and sampling cost), copied into its row
+
+def measure_source(reference: RealReference, source: TileSource) -> dict:
+    "Every measure of the comparison table for one source but the audit: realism, FID and KID, precision and recall, agreement, TSTR."
+    seed, row, tiles = reference.seed, {}, source.held_out_tiles
+    row.update(realism_ratios(measure_tiles(tiles), reference.held_out_measures))
+    if min(len(reference.held_out), len(tiles)) >= 10:  # the test's five folds need ten tiles of each kind
+        row.update({k: v for k, v in two_sample_test(reference.held_out, tiles, seed=seed).items() if k != "two_sample_tiles"})
+    generated_features = reference.features(tiles)
     row["fid"] = frechet_distance(reference.held_out_features, generated_features)
     row["kid"], row["kid_error"] = kernel_distance(reference.held_out_features, generated_features, seed=seed)
     row.update(precision_recall(reference.held_out_features, generated_features))
-    row.update({f"agreement_{k}": v for k, v in attribute_agreement(reference.reader, held_out_tiles, held_out_records).items()})
-    tstr = train_and_test(train_tiles, reference.train_records, reference.held_out, reference.held_out_records)
-    row.update({f"tstr_{k}": v for k, v in tstr.items()})
-    audited = np.concatenate([held_out_tiles, train_tiles]) if audit_train_tiles else held_out_tiles
-    threshold_sample = reference.audit_reference or (reference.train_records.train_index.to_numpy(), reference.train_tiles)
-    audit = memorisation_audit(audited, training_blocks(reference.train, held_out_tiles.shape[1]), threshold_sample, reference.features)
-    row["copy_rate"] = audit.copy_rate
-    return row, audit
+    row.update({f"agreement_{k}": v for k, v in attribute_agreement(reference.reader, tiles, source.held_out_records).items()})
+    tstr = train_and_test(source.train_tiles, reference.train_records, reference.held_out, reference.held_out_records)
+    return {**row, **{f"tstr_{k}": v for k, v in tstr.items()}, **(source.extra or {})}
 
-def judge_generator(generator,  # any dermlab generator: only `generate` (and its encoder's columns) are used
-                    reference: RealReference,
-                   ) -> tuple[dict, MemorisationAudit, np.ndarray]:
-    "`judge_tiles` of the generator's tiles for the reference's records, with its conditional fidelity and sampling cost."
+def audit_sources(reference: RealReference, sources: dict,  # name -> TileSource
+                 ) -> dict:
+    "Each source's memorisation audit, all from one pass over the training set: name -> `MemorisationAudit`."
+    audited = {name: np.concatenate([s.held_out_tiles, s.train_tiles]) if s.audit_train_tiles else s.held_out_tiles
+               for name, s in sources.items()}
+    threshold_sample = reference.audit_reference or (reference.train_records.train_index.to_numpy(), reference.train_tiles)
+    size = reference.held_out.shape[1]
+    audit = memorisation_audit(np.concatenate(list(audited.values())), tile_blocks(reference.train, size), threshold_sample, reference.features)
+    ends = np.cumsum([len(tiles) for tiles in audited.values()])
+    return {name: MemorisationAudit(audit.table.iloc[end - len(audited[name]):end].reset_index(drop=True), audit.thresholds,
+                                    audit.reference, audit.quantile) for name, end in zip(audited, ends)}
+
+def judge_sources(reference: RealReference, sources: dict,  # name -> TileSource, in the order of the table's rows
+                 ) -> tuple[dict, dict]:
+    "The comparison table's rows (name -> measures, with `copy_rate`) and the audits, with one pass over the training set."
+    rows = {name: measure_source(reference, source) for name, source in sources.items()}
+    audits = audit_sources(reference, sources)
+    for name, audit in audits.items(): rows[name]["copy_rate"] = audit.copy_rate
+    return rows, audits
+
+def generator_source(generator,  # any dermlab generator: only `generate` (and its encoder's columns) are used
+                     reference: RealReference,
+                    ) -> TileSource:
+    "The generator's tiles for the reference's held-out and training records, with its conditional fidelity and sampling cost."
     import time
     start = time.perf_counter()
     held_out_tiles = generator.generate(reference.held_out_records, seed=reference.seed)
     seconds = (time.perf_counter() - start) / len(held_out_tiles)
     train_tiles = generator.generate(reference.train_records, seed=reference.seed + 1)
-    row, audit = judge_tiles(reference, held_out_tiles, reference.held_out_records, train_tiles)
     fidelity = conditional_fidelity(generator, reference.held_out_records, seed=reference.seed)
-    row.update({k: v for k, v in fidelity.items() if k.endswith("correlation")})
-    row["seconds_per_tile"] = seconds
-    return row, audit, held_out_tiles
+    extra = {**{k: v for k, v in fidelity.items() if k.endswith("correlation")}, "seconds_per_tile": seconds}
+    return TileSource(held_out_tiles, reference.held_out_records, train_tiles, extra=extra)
+
 
 # %% ../nbs/05_memorisation.ipynb #e307af27
 REVIEW_ANSWERS = ("real", "synthetic")
@@ -299,11 +322,7 @@ def contact_sheet(tiles: list,  # (tile id, uint8 tile) pairs
                   columns: int = 8):
     "One printable figure of every tile with its id."
     import matplotlib.pyplot as plt
-    rows = math.ceil(len(tiles) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
-    for axis in axes.flat: axis.axis("off")
-    for axis, (tile_id, tile) in zip(axes.flat, tiles):
-        axis.imshow(tile); axis.set_title(tile_id, fontsize=9)
+    figure = tile_grid([tile for _, tile in tiles], columns, titles=[tile_id for tile_id, _ in tiles], tile_inches=1.6)
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -8,14 +8,15 @@ import argparse, json, logging, os, sys, time, warnings
 from pathlib import Path
 
 import dermlab
-from .data import DermlabDataError, IsicData, LabelLeakWarning, load_isic
-from .phantom import SUBGROUP_EFFECTS, make_phantom_isic, tidy_folder, written_whole
+from .core import DermlabDataError, tidy_folder, written_whole
+from .data import IsicData, LabelLeakWarning, load_isic
+from .phantom import SUBGROUP_EFFECTS, make_phantom_isic
 
 # %% auto #0
-__all__ = ['MIN_PATIENTS', 'MIN_MALIGNANT', 'MIN_BENIGN', 'SMALL_DATASET', 'find_notebooks_folder', 'find_course_notebooks',
-           'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data', 'memory_group',
-           'memory_limit', 'memory_kills', 'peak_memory', 'KernelWatch', 'notebook_budget', 'NotebookProgress',
-           'NotebookDied', 'death_message', 'execute_notebook', 'run_course', 'main']
+__all__ = ['COURSE_OPENING', 'MIN_PATIENTS', 'MIN_MALIGNANT', 'MIN_BENIGN', 'SMALL_DATASET', 'find_notebooks_folder',
+           'find_course_notebooks', 'notebook_parameters', 'parameters_for', 'SmallDatasetWarning', 'check_course_data',
+           'memory_group', 'memory_limit', 'memory_kills', 'peak_memory', 'KernelWatch', 'notebook_budget',
+           'NotebookProgress', 'NotebookDied', 'death_message', 'execute_notebook', 'run_course', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #79a16271
 def find_notebooks_folder(start: str | Path | None = None) -> Path:
@@ -25,12 +26,17 @@ def find_notebooks_folder(start: str | Path | None = None) -> Path:
     here = Path(start or Path.cwd()).resolve()
     candidates += [folder / "nbs" for folder in [here, *here.parents]] + [here]
     for folder in candidates:
-        if (folder / "00_phantom.ipynb").is_file(): return folder
-    raise FileNotFoundError("the course notebooks (nbs/00_phantom.ipynb) were not found: run dermlab from a clone of the course repository")
+        if (folder / "01_phantom.ipynb").is_file(): return folder
+    raise FileNotFoundError("the course notebooks (nbs/01_phantom.ipynb) were not found: run dermlab from a clone of the course repository")
+
+COURSE_OPENING = ("00_getting_started", "01_phantom")
+"The notebooks a course run starts with, whatever their numbers: the setup, then the phantom set the others read."
 
 def find_course_notebooks(notebooks_folder: str | Path) -> list[Path]:
-    "The numbered course notebooks, in order, without the runner itself."
-    return [p for p in sorted(Path(notebooks_folder).glob("[0-9][0-9]_*.ipynb")) if not p.stem.endswith("_pipeline")]
+    "The numbered course notebooks, `COURSE_OPENING` first, then in order of their names; without the runner itself."
+    numbered = [p for p in sorted(Path(notebooks_folder).glob("[0-9][0-9]_*.ipynb")) if not p.stem.endswith("_pipeline")]
+    opening = lambda p: COURSE_OPENING.index(p.stem) if p.stem in COURSE_OPENING else len(COURSE_OPENING)
+    return sorted(numbered, key=opening)  # a stable sort: the rest keep the order of their names
 
 # %% ../nbs/08_pipeline.ipynb #7f167b29
 def notebook_parameters(notebook: str | Path) -> set:
@@ -280,10 +286,10 @@ def execute_notebook(notebook: Path,  # the notebook to run
     return {"seconds": time.perf_counter() - start, "peak_memory_gb": round(watch.peak_bytes / 1e9, 2), "cells": position.get("total")}
 
 def _phantom_rendered(run_folder: Path, quick: bool, seed: int) -> dict | None:
-    "The `run.json` row of the 00_phantom run that rendered `run_folder`'s phantom set with this profile and seed, if any."
+    "The `run.json` row of the 01_phantom run that rendered `run_folder`'s phantom set with this profile and seed, if any."
     try: earlier = json.loads((run_folder / "run.json").read_text())
     except (OSError, ValueError): return None
-    rows = [n for n in earlier.get("notebooks", []) if n["notebook"] == "00_phantom.ipynb"
+    rows = [n for n in earlier.get("notebooks", []) if n["notebook"] == "01_phantom.ipynb"
             and n["parameters"].get("QUICK") == quick and n["parameters"].get("SEED") == seed]
     return rows[-1] if rows and (run_folder / "phantom" / "train-metadata.csv").is_file() else None
 
@@ -307,15 +313,15 @@ def run_course(out_dir: str | Path | None = None,  # run folder (default: runs/<
     data = Path(data_dir).resolve() if data_dir else run_folder / "phantom"
     report = {"quick": quick, "seed": seed, "data_dir": str(data), "notebooks": []}
     if notebooks:
-        needs_phantom = not data_dir and "00_phantom" not in wanted and any("DATA_DIR" in notebook_parameters(p) for p in course
+        needs_phantom = not data_dir and "01_phantom" not in wanted and any("DATA_DIR" in notebook_parameters(p) for p in course
                                                                           if p.stem in wanted)
         earlier = _phantom_rendered(run_folder, quick, seed) if needs_phantom else None
         if earlier: report["notebooks"].append(earlier)  # this run folder's phantom set, rendered alike: kept, not rendered again
-        elif needs_phantom: print(f"00_phantom runs too: the notebooks you chose read the phantom set it renders into {data}", flush=True)
-        course = [p for p in course if p.stem in wanted or (needs_phantom and not earlier and p.stem == "00_phantom")]
+        elif needs_phantom: print(f"01_phantom runs too: the notebooks you chose read the phantom set it renders into {data}", flush=True)
+        course = [p for p in course if p.stem in wanted or (needs_phantom and not earlier and p.stem == "01_phantom")]
     for notebook in course:
         parameters = parameters_for(notebook, run_folder, data, quick, seed)
-        if notebook.stem == "00_phantom":
+        if notebook.stem == "01_phantom":
             if data_dir: continue  # your own data: no phantom needed
             parameters["OUT_DIR"] = str(data)
         print(f"running {notebook.name} {parameters}", flush=True)

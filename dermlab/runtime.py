@@ -11,9 +11,10 @@ from pathlib import Path
 import dermlab
 
 # %% auto #0
-__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'install_source', 'detect_platform', 'find_clone', 'runs_folder',
-           'mount_drive', 'spoken_duration', 'budget_durations', 'describe_budget', 'decide_quick', 'gpu_count',
-           'find_platform_data', 'course_data', 'CourseSetup', 'course_setup']
+__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'install_source',
+           'detect_platform', 'find_clone', 'runs_folder', 'mount_drive', 'spoken_duration', 'budget_durations',
+           'describe_budget', 'decide_quick', 'gpu_count', 'find_platform_data', 'course_data', 'CourseSetup',
+           'course_setup', 'train_small_generator', 'load_course_generators']
 
 # %% ../nbs/00_getting_started.ipynb #7c93e488
 COURSE_REPOSITORY = "https://github.com/dermlab/dermlab"
@@ -75,8 +76,9 @@ TIME_BUDGET = {
     # notebook: (minutes in quick mode on a 2-core CPU, measured; hours of the full profile on a T4, estimate;
     #            hours of the full profile on the same CPU, estimate). From `dermlab run --quick` and
     # `python benchmarks/bench_time_budget.py --run <run folder>/run.json` on a 2-core AMD EPYC, 2026-11-23.
-    "00_getting_started": (0.12, 0.002, 0.002),
-    "00_phantom": (0.35, 0.049, 0.049),
+    "00_getting_started": (0.4, 0.003, 0.003),
+    "01_phantom": (0.35, 0.049, 0.049),
+    "00_core": (0.2, 0.001, 0.001),
     "00_skin_colour": (0.22, 0.019, 0.019),
     "01_data": (0.28, 0.046, 0.046),
     "01_generators": (0.14, 0.008, 0.008),
@@ -194,3 +196,62 @@ def course_setup(notebook: str,  # the notebook's name, such as '02_gan'
     if data_dir and not Path(data_dir).exists(): raise FileNotFoundError(f"DATA_DIR {data_dir}: folder not found")
     print("\n".join(notes))
     return CourseSetup(notebook, platform, gpus, quick, out_dir, data_dir, notes)
+
+# %% ../nbs/00_getting_started.ipynb #8f188231
+COURSE_GENERATORS = {"GAN": "02_gan/gan", "Conv2DTranspose baseline": "03_deconv/deconv", "diffusion": "04_diffusion/diffusion"}
+"The generators the course trains: name -> the folder, inside the run folder, where its notebook saves it."
+
+SMALL_GENERATOR_STEPS = 150
+"Training steps of a stand-in generator (`train_small_generator`): three epochs of 50."
+
+def train_small_generator(name: str,  # a key of `COURSE_GENERATORS`
+                          train,  # IsicData:  # training split
+                          image_size: int,  # tile side in pixels
+                          folder: str | Path,  # its run folder (resumed if present) and, in `generator/`, the saved generator
+                          seed: int = 0,
+                         ):
+    "A small stand-in for a course generator, trained in `SMALL_GENERATOR_STEPS` steps, for a notebook opened without the generator's own."
+    from dermlab.data import TabularEncoder
+    encoder, folder, epochs = TabularEncoder.for_table(train.table), Path(folder), 3
+    if name == "GAN":
+        from dermlab.gan import ConditionalGan, GanConfig
+        generator = ConditionalGan(encoder, GanConfig(image_size=image_size, batch_size=32, jit_compile=False, seed=seed))
+    elif name == "Conv2DTranspose baseline":
+        from dermlab.deconv import DeconvConfig, DeconvGenerator
+        generator = DeconvGenerator(encoder, DeconvConfig(image_size=image_size, batch_size=16, seed=seed))
+    elif name == "diffusion":
+        from dermlab.diffusion import DENOISER_SIZES, DiffusionConfig, DiffusionGenerator
+        generator = DiffusionGenerator(encoder, DiffusionConfig(image_size=image_size, batch_size=16, seed=seed, **DENOISER_SIZES["cpu_quick"]))
+    else: raise ValueError(f"{name!r}: choose one of {list(COURSE_GENERATORS)}")
+    generator.fit(train, epochs=epochs, run_dir=folder / "run", progress=False, steps_per_epoch=SMALL_GENERATOR_STEPS // epochs)
+    generator.save(folder / "generator")
+    return generator
+
+def load_course_generators(run_folder: str | Path,  # the course's run folder (holds 02_gan/, 03_deconv/, 04_diffusion/)
+                           image_size: int,  # only generators of this tile size are returned
+                           names: list | None = None,  # keys of `COURSE_GENERATORS` (default: all)
+                           say=print,  # called with one line for each generator: where it came from, or why it is left out or stood in for
+                           train=None,  # IsicData, the training split: a missing generator gets a small stand-in trained on it; None: left out
+                           seed: int = 0,  # seed of a stand-in
+                          ) -> dict:
+    "The course's trained generators in `run_folder` at `image_size`, by name, each said where it came from; one missing is left out or stood in for."
+    from dermlab.generators import ConditionalGenerator
+    generators = {}
+    for name in names or COURSE_GENERATORS:
+        path = Path(run_folder) / COURSE_GENERATORS[name]
+        generator = ConditionalGenerator.load(path) if (path / "generator.json").exists() else None
+        if generator is not None and generator.image_size != image_size:
+            say(f"{name}: the one in {path} was trained at {generator.image_size} px, not {image_size}")
+            generator = None
+        elif generator is None: say(f"{name}: none in {path} (run its notebook first)")
+        else: say(f"{name} from {path}")
+        if generator is None and train is not None:
+            small = Path(run_folder) / "small_generators" / f"{name.replace(' ', '_')}_{image_size}px"
+            if (small / "generator" / "generator.json").exists():
+                say(f"{name}: using the small stand-in trained earlier, {small / 'generator'}")
+                generator = ConditionalGenerator.load(small / "generator")
+            else:
+                say(f"{name}: training a small stand-in here ({SMALL_GENERATOR_STEPS} steps, far weaker than its notebook's), kept in {small}")
+                generator = train_small_generator(name, train, image_size, small, seed)
+        if generator is not None: generators[name] = generator
+    return generators

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import dermlab.core
 from dermlab import classifier
 from dermlab.data import DermlabDataError
 
@@ -133,12 +134,12 @@ def test_degradations_and_augmentation_keep_tiles_valid():
 
 def test_pretrained_backbone_fails_fast_offline_and_auto_falls_back(tmp_path, capsys, monkeypatch):
     asked = []  # the weights are missing: the host is asked once, with the bounded timeout, and nothing is downloaded
-    monkeypatch.setattr(classifier, "host_reachable", lambda url, timeout: asked.append((url, timeout)) or False)
+    monkeypatch.setattr(dermlab.core, "host_reachable", lambda url, timeout: asked.append((url, timeout)) or False)
     with pytest.raises(classifier.BackboneUnavailable, match=r"efficientnetv2-b0_notop\.h5.*not in"):
         classifier.build_pretrained_classifier(32, cache=tmp_path, timeout=2)
-    assert [timeout for _, timeout in asked] == [2] and asked[0][0].endswith("efficientnetv2-b0_notop.h5")
+    assert asked == [("https://storage.googleapis.com/", 2)]  # the weights' host, once, with the bounded timeout
     monkeypatch.setattr(classifier, "keras_cache_folder", lambda: tmp_path)
-    monkeypatch.setattr(classifier, "host_reachable", lambda url, timeout: False)
+    monkeypatch.setattr(dermlab.core, "host_reachable", lambda url, timeout: False)
     model = classifier.build_classifier(32, backbone="auto", timeout=1)
     assert model.name == "small_cnn" and "EfficientNetV2-B0 unavailable, using the small CNN" in capsys.readouterr().out
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import dermlab.core
 from dermlab import evaluate
 
 def blur(tiles, sigma=1.5):
@@ -34,10 +35,10 @@ def test_precision_falls_for_noise_and_recall_for_copies_of_one_tile(phantom_til
 def test_inception_features_fail_fast_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "INCEPTION_WEIGHTS", ("missing.h5", "https://weights.dermlab-offline.invalid/missing.h5"))
     asked = []  # the host is asked once, with the bounded timeout (how long that takes: test_generators)
-    monkeypatch.setattr(evaluate, "host_reachable", lambda url, timeout: asked.append((url, timeout)) or False)
+    monkeypatch.setattr(dermlab.core, "host_reachable", lambda url, timeout: asked.append((url, timeout)) or False)
     with pytest.raises(evaluate.FeaturesUnavailable, match="missing.h5.*cannot be reached"):
         evaluate.inception_features(timeout=3, cache=tmp_path)
-    assert asked == [("https://weights.dermlab-offline.invalid/missing.h5", 3)]
+    assert asked == [("https://weights.dermlab-offline.invalid/", 3)]
 
 def test_attribute_network_saves_and_loads_the_same_features(phantom_tiles, tmp_path):
     _, train_tiles, train_records, held, _ = phantom_tiles

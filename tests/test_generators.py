@@ -65,7 +65,7 @@ def test_gan_learns_to_draw_lesions_that_obey_the_record_in_the_quick_budget(qui
 
 def test_deconv_baseline_obeys_the_record_but_blurs_and_ignores_noise(quick_budget_set, tmp_path):
     from dermlab.deconv import DeconvConfig, DeconvGenerator
-    from dermlab.evaluate import sample_diversity
+    from dermlab.generators import sample_diversity
     import keras
     train, held_out = quick_budget_set
     keras.utils.set_random_seed(0)  # initial weights that do not depend on the tests run before (see the GAN test)
@@ -105,8 +105,11 @@ PRETRAINED_KINDS = {"stable_diffusion_prompted"}  # used as downloaded, never tr
 
 def registered_kinds():
     "Every trainable generator kind the package defines: each must pass the interface test."
-    from dermlab.generators import GENERATOR_KINDS, register_dermlab_kinds
-    register_dermlab_kinds()
+    import importlib, pkgutil
+    import dermlab
+    from dermlab.generators import GENERATOR_KINDS
+    for module in pkgutil.iter_modules(dermlab.__path__):  # every module: a kind defined anywhere in the package is found
+        if not module.name.startswith("_"): importlib.import_module(f"dermlab.{module.name}")
     return sorted(set(GENERATOR_KINDS) - PRETRAINED_KINDS)
 
 @pytest.mark.parametrize("kind", registered_kinds())
@@ -236,7 +239,7 @@ def test_mixed_precision_step_runs_with_loss_scaling(small_set, tmp_path):
 def test_a_host_that_never_answers_is_given_up_after_the_timeout(monkeypatch):
     "The offline path's promise, 'fail within seconds': a connection that hangs for a minute is abandoned after the timeout."
     import socket, threading
-    from dermlab.generators import host_reachable
+    from dermlab.core import host_reachable
     released = threading.Event()
     def hanging(*args, **kwargs):
         released.wait(60)

@@ -5,7 +5,8 @@ import pytest
 from scipy import ndimage
 
 from dermlab import memorisation
-from dermlab.data import DermlabDataError
+from dermlab.core import DermlabDataError
+from dermlab.data import tile_blocks
 
 def blur(tiles, sigma=1.5):
     return np.stack([ndimage.gaussian_filter(t.astype(np.float32), sigma=(sigma, sigma, 0)) for t in tiles]).round().astype(np.uint8)
@@ -20,7 +21,7 @@ def test_memorisation_audit_flags_planted_copies_and_few_new_tiles(phantom_tiles
                               np.roll(originals[15:20], -1, axis=1)])  # lightly noised, shifted by a pixel
     index = pd.Index(train.table.image_id).get_indexer(train_records.image_id)
     reference = random.choice(len(train_tiles), 100, replace=False)
-    audit = memorisation.memorisation_audit(np.concatenate([planted, held]), memorisation.training_blocks(train, 32, block_size=64),
+    audit = memorisation.memorisation_audit(np.concatenate([planted, held]), tile_blocks(train, 32, block_size=64),
                                             (index[reference], train_tiles[reference]), phantom_features)
     assert audit.table.flagged[:20].all()
     # new tiles: the threshold promises that about 1% of them are flagged (1 of 117 here). The bound is the count that
@@ -32,6 +33,33 @@ def test_memorisation_audit_flags_planted_copies_and_few_new_tiles(phantom_tiles
     assert new.sum() <= binom.ppf(0.999, len(new), promised), f"{int(new.sum())} of {len(new)} new tiles flagged"
     assert [nearest[0] for nearest in audit.table.pixel_nearest[:20]] == list(index[source])
     assert audit.summary()["expected_copy_rate_of_new_images"] == pytest.approx(0.01)
+
+def test_one_pass_over_sources_audits_each_as_its_own_pass_would(phantom_tiles):
+    train, train_tiles, train_records, held, _ = phantom_tiles
+    index = pd.Index(train.table.image_id).get_indexer(train_records.image_id)
+    reference = (index[:60], train_tiles[:60])
+    first, second = np.concatenate([train_tiles[100:105], held[:15]]), blur(held[15:35])
+    passes = []
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return tile_blocks(*args, **kwargs)
+    alone = [memorisation.memorisation_audit(tiles, tile_blocks(train, 32, 128), reference) for tiles in (first, second)]
+    together = memorisation.memorisation_audit(np.concatenate([first, second]), counted(train, 32, 128), reference)
+    assert len(passes) == 1
+    split = [together.table.iloc[:len(first)].reset_index(drop=True), together.table.iloc[len(first):].reset_index(drop=True)]
+    for own, shared in zip(alone, split):
+        pd.testing.assert_frame_equal(own.table, shared)  # the same similarities, nearest tiles and flags
+    assert alone[0].table.flagged[:5].all() and alone[0].thresholds == together.thresholds
+
+def test_an_audit_reference_that_is_not_the_streamed_rows_is_refused(phantom_tiles):
+    train, train_tiles, train_records, held, _ = phantom_tiles
+    index = pd.Index(train.table.image_id).get_indexer(train_records.image_id)
+    wrong = (index[:40] + 1, train_tiles[:40])  # the indices of the next rows: its exclude-itself step would break silently
+    with pytest.raises(DermlabDataError, match=r"audit reference: its tile for training index \d+ is not the training stream's tile"):
+        memorisation.memorisation_audit(held[:5], tile_blocks(train, 32, 128), wrong)
+    beyond = (np.r_[index[:10], 10**6], train_tiles[:11])
+    with pytest.raises(DermlabDataError, match="1 of its 11 training indices never came in the training stream"):
+        memorisation.memorisation_audit(held[:5], tile_blocks(train, 32, 128), beyond)
 
 def test_nearest_training_keeps_the_best_over_blocks_and_never_returns_the_excluded_image():
     vectors = memorisation.unit_rows(np.random.default_rng(0).normal(size=(50, 8)))

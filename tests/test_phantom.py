@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from dermlab.colour import individual_typology_angle
-from dermlab.phantom import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_COLUMNS, MM_PER_PIXEL, make_phantom_isic, written_whole
+from dermlab.core import written_whole
+from dermlab.data import ISIC2024_TEST_COLUMNS, ISIC2024_TRAIN_COLUMNS
+from dermlab.phantom import MM_PER_PIXEL, make_phantom_isic
 
 def test_columns_match_the_real_files(realdata):
     assert list(pd.read_csv(realdata / "isic2024_train_rows/train-metadata.csv").columns) == ISIC2024_TRAIN_COLUMNS

@@ -21,10 +21,10 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path, capfd):
         assert re.search(rf"^  {name[:-6]}: done, \d+ cells in \d+:\d\d, peak memory \d+\.\d GB$", terminal, re.M), name
     assert all(0.1 < n["peak_memory_gb"] < 8 for n in report["notebooks"])  # Colab's free tier must survive every kernel
     assert "Corrupt JPEG data" in (folder / "executed" / "01_data.log").read_text()  # the broken-image lesson's messages, kept
-    assert course[:12] == ["00_getting_started.ipynb", "00_phantom.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
+    assert course[:13] == ["00_getting_started.ipynb", "01_phantom.ipynb", "00_core.ipynb", "00_skin_colour.ipynb", "01_data.ipynb", "01_generators.ipynb", "02_gan.ipynb",
                           "03_deconv.ipynb", "04_diffusion.ipynb", "05_evaluate.ipynb", "05_memorisation.ipynb", "06_classifier.ipynb", "07_bias.ipynb"]
     assert all(n["parameters"]["QUICK"] is True for n in report["notebooks"])
-    assert report["notebooks"][3]["parameters"]["DATA_DIR"] == str(folder / "phantom")  # 01_data
+    assert report["notebooks"][4]["parameters"]["DATA_DIR"] == str(folder / "phantom")  # 01_data
     assert (folder / "phantom" / "train-image.hdf5").exists() and (folder / "phantom" / "phantom-card.json").exists()
     for name in course:
         executed = nbformat.read(folder / "executed" / name, as_version=4)
@@ -59,10 +59,10 @@ def test_a_failing_notebook_is_kept_for_reading(tmp_path):
     cell = nbformat.v4.new_code_cell("QUICK = False\nOUT_DIR = ''"); cell.metadata["tags"] = ["parameters"]
     broken = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell("raise RuntimeError('broken on purpose')")],
                                       metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
-    nbformat.write(broken, notebooks / "00_phantom.ipynb")
+    nbformat.write(broken, notebooks / "01_phantom.ipynb")
     with pytest.raises(Exception, match="broken on purpose"):
         run_course(tmp_path / "run", quick=True, notebooks_folder=notebooks)
-    assert (tmp_path / "run/executed/00_phantom.failed.ipynb").exists() and not (tmp_path / "run/executed/00_phantom.ipynb").exists()
+    assert (tmp_path / "run/executed/01_phantom.failed.ipynb").exists() and not (tmp_path / "run/executed/01_phantom.ipynb").exists()
 
 def test_course_notebooks_are_numbered_and_parameterised():
     import papermill
@@ -83,7 +83,7 @@ def test_course_runs_end_to_end_on_the_real_ham10000_sample(realdata, tmp_path, 
     printed = capsys.readouterr()
     assert "far too few for its results to mean anything" in printed.err  # 70 images: a warning, not a refusal
     report = json.loads((tmp_path / "run" / "run.json").read_text())
-    course = [p.name for p in find_course_notebooks(find_notebooks_folder()) if p.stem != "00_phantom"]
+    course = [p.name for p in find_course_notebooks(find_notebooks_folder()) if p.stem != "01_phantom"]
     assert [n["notebook"] for n in report["notebooks"]] == course and not (tmp_path / "run" / "phantom").exists()
     data_notebook = nbformat.read(tmp_path / "run" / "executed" / "01_data.ipynb", as_version=4)
     shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in data_notebook.cells if c.cell_type == "code" for o in c.outputs)
@@ -134,14 +134,14 @@ def test_command_line_errors_version_and_help(tmp_path, capsys):
 # --- a kernel that dies, a subset of the course, refusals ---------------------------------------------
 
 def one_notebook_course(tmp_path, *cells) -> "Path":
-    "A course folder holding one notebook (00_phantom) with a parameters cell, a cell that prints, then `cells`."
+    "A course folder holding one notebook (01_phantom) with a parameters cell, a cell that prints, then `cells`."
     notebooks = tmp_path / "nbs"
     notebooks.mkdir()
     parameters = nbformat.v4.new_code_cell("QUICK = False\nOUT_DIR = ''"); parameters.metadata["tags"] = ["parameters"]
     body = [nbformat.v4.new_code_cell("import os, time\nos.write(2, b'E0000 a C-level notice\\n')\nprint('before the end')")]
     notebook = nbformat.v4.new_notebook(cells=[parameters, *body, *map(nbformat.v4.new_code_cell, cells)],
                                         metadata={"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}})
-    nbformat.write(notebook, notebooks / "00_phantom.ipynb")
+    nbformat.write(notebook, notebooks / "01_phantom.ipynb")
     return notebooks
 
 def test_a_kernel_killed_mid_cell_is_reported_in_one_line(tmp_path, monkeypatch, capfd):
@@ -151,17 +151,17 @@ def test_a_kernel_killed_mid_cell_is_reported_in_one_line(tmp_path, monkeypatch,
     monkeypatch.setattr(dermlab.pipeline, "find_notebooks_folder", lambda: notebooks)
     assert main(["run", "--quick", "--out", str(tmp_path / "run")]) == 1
     out, err = capfd.readouterr()
-    failed = tmp_path / "run" / "executed" / "00_phantom.failed.ipynb"
+    failed = tmp_path / "run" / "executed" / "01_phantom.failed.ipynb"
     assert err.count("\n") == 1, err
-    assert err.startswith("dermlab: error: 00_phantom.ipynb: the kernel died in cell 4 of 4 (held = b'x' * 300_000_000  # 0.3 GB): "), err
+    assert err.startswith("dermlab: error: 01_phantom.ipynb: the kernel died in cell 4 of 4 (held = b'x' * 300_000_000  # 0.3 GB): "), err
     assert re.search(r": killed \(SIGKILL\)(, not by the out-of-memory killer: its count did not change|; this system does not say "
                      r"whether for lack of memory) \(its peak memory ", err), err
-    assert f"the notebook as far as it ran: {failed}; the kernel's log: {failed.with_name('00_phantom.log')}" in err
+    assert f"the notebook as far as it ran: {failed}; the kernel's log: {failed.with_name('01_phantom.log')}" in err
     peak = float(err.split("its peak memory ")[1].split(" GB")[0])
     assert 0.3 <= peak < 1.0, err
     shown = "".join(o.get("text", "") for c in nbformat.read(failed, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
     assert "before the end" in shown  # the cells before the death, with their outputs
-    assert "E0000" not in out + err and "E0000 a C-level notice" in (tmp_path / "run" / "executed" / "00_phantom.log").read_text()
+    assert "E0000" not in out + err and "E0000 a C-level notice" in (tmp_path / "run" / "executed" / "01_phantom.log").read_text()
 
 def memory_group(limit_bytes: int):
     "A new memory cgroup (v1 or v2) below this process's own, limited to `limit_bytes`; (folder, its cgroup.procs), or a skip."
@@ -205,8 +205,8 @@ def test_a_kernel_killed_for_memory_says_so(tmp_path):
 def test_a_subset_without_the_phantom_notebook_gets_the_phantom_set(tmp_path, capsys):
     folder = run_course(tmp_path / "run", quick=True, notebooks=["00_skin_colour"])
     report = json.loads((folder / "run.json").read_text())
-    assert [n["notebook"] for n in report["notebooks"]] == ["00_phantom.ipynb", "00_skin_colour.ipynb"]
-    assert f"00_phantom runs too: the notebooks you chose read the phantom set it renders into {folder / 'phantom'}" in capsys.readouterr().out
+    assert [n["notebook"] for n in report["notebooks"]] == ["01_phantom.ipynb", "00_skin_colour.ipynb"]
+    assert f"01_phantom runs too: the notebooks you chose read the phantom set it renders into {folder / 'phantom'}" in capsys.readouterr().out
     assert all(n["peak_memory_gb"] > 0.1 for n in report["notebooks"])
     rendered = (folder / "phantom" / "train-image.hdf5").stat().st_mtime_ns
     again = json.loads((run_course(folder, quick=True, notebooks=["00_skin_colour"]) / "run.json").read_text())
@@ -227,7 +227,7 @@ def test_a_phantom_without_labels_or_malignant_tiles_is_refused(tmp_path, capsys
 
 def test_tidy_removes_what_killed_writes_left_and_keeps_writes_in_progress(tmp_path, capsys):
     import subprocess
-    from dermlab.phantom import leftover_path
+    from dermlab.core import leftover_path
     stopped = subprocess.Popen(["true"]); stopped.wait()  # its process id now belongs to no one
     run = tmp_path / "run"
     leftover = leftover_path(run / "02_gan" / "gan", pid=stopped.pid)
@@ -250,7 +250,7 @@ def test_a_cell_that_raises_ends_the_command_with_one_line_and_exit_code_1(tmp_p
     monkeypatch.setattr(dermlab.pipeline, "find_notebooks_folder", lambda: notebooks)
     assert main(["run", "--quick", "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
-    failed = tmp_path / "run" / "executed" / "00_phantom.failed.ipynb"
-    assert err == (f"dermlab: error: 00_phantom.ipynb failed at cell 4: RuntimeError: broken on purpose "
+    failed = tmp_path / "run" / "executed" / "01_phantom.failed.ipynb"
+    assert err == (f"dermlab: error: 01_phantom.ipynb failed at cell 4: RuntimeError: broken on purpose "
                    f"(the executed copy, stopped at that cell: {failed})\n"), err
-    assert failed.exists() and not (tmp_path / "run" / "executed" / "00_phantom.ipynb").exists()
+    assert failed.exists() and not (tmp_path / "run" / "executed" / "01_phantom.ipynb").exists()
