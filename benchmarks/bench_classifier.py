@@ -70,7 +70,7 @@ warnings.simplefilter("ignore")
 sys.path.insert(0, {here!r})
 from bench_classifier import training_rate
 from dermlab import data
-from dermlab.evaluate import read_tiles
+from dermlab.data import read_tiles
 from dermlab.phantom import make_phantom_isic
 if sys.argv[1] == "patched": data.restore_memory_allocator = lambda: None  # keep TensorFlow's setting
 folder = make_phantom_isic(tempfile.mkdtemp() + "/set", n_images=64, n_patients=8, seed=0)

@@ -53,7 +53,7 @@ def main():
     import numpy as np
     import dermlab, dermlab.memorisation as memorisation
     from dermlab.data import TabularEncoder, split_by_patient
-    from dermlab.evaluate import AttributeReader, read_tiles, train_attribute_network
+    from dermlab.evaluate import AttributeReader, read_tiles, train_attribute_network  # read_tiles: from data since issue 19, re-exported
     from dermlab.generators import PaintedDiscGenerator
     data = phantom(f"table_{args.images}", args.images)
     split = split_by_patient(data.table, seed=0)

@@ -73,7 +73,8 @@ def steps_to_lesions(check_every: int, max_steps: int, grid: Path, image_size: i
     "Train the quick profile; report when the contrast ratio first reaches 0.6 and when all the test criteria hold; save a grid."
     from dermlab.data import TabularEncoder, make_image_dataset, split_by_patient
     from dermlab.diffusion import DENOISER_SIZES, DiffusionConfig, DiffusionGenerator
-    from dermlab.evaluate import compare_with_real, conditional_fidelity, read_tiles, show_tile_rows
+    from dermlab.data import read_tiles
+    from dermlab.evaluate import compare_with_real, conditional_fidelity, show_tile_rows
     from dermlab.core import save_figure
     data = phantom("gan-2000", 2000)
     split = split_by_patient(data.table, seed=0)

@@ -43,10 +43,10 @@ class PeakMemory:
 
 def repeated_blocks(train, size: int, image_size: int, block_size: int, block_seconds: list):
     "Stream the training set again and again until `size` tiles have passed, with indices that keep counting; time each full block."
-    from dermlab.memorisation import training_blocks
+    from dermlab.data import tile_blocks
     passed, last = 0, None
     for repeat in itertools.count():
-        for indices, tiles in training_blocks(train, image_size, block_size):
+        for indices, tiles in tile_blocks(train, image_size, block_size):
             now = time.perf_counter()
             if last is not None: block_seconds.append(now - last)  # decoding this block and searching the one before
             last = now
@@ -64,7 +64,8 @@ def main():
     warnings.simplefilter("ignore")
     import numpy as np
     from dermlab.data import split_by_patient
-    from dermlab.evaluate import read_tiles, train_attribute_network
+    from dermlab.data import read_tiles
+    from dermlab.evaluate import train_attribute_network
     from dermlab.memorisation import memorisation_audit
     data = phantom("evaluate_2000", 2000)
     split = split_by_patient(data.table, seed=0)

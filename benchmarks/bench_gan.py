@@ -48,7 +48,8 @@ def phantom(name: str, n_images: int):
 def steps_to_lesions(threshold: float, check_every: int, max_steps: int, image_size: int, batch_size: int) -> dict:
     "Train the default recipe; report when the lesion contrast ratio first reaches `threshold`, and when all the test's criteria hold."
     from dermlab.data import TabularEncoder, make_image_dataset, split_by_patient
-    from dermlab.evaluate import compare_with_real, conditional_fidelity, read_tiles
+    from dermlab.data import read_tiles
+    from dermlab.evaluate import compare_with_real, conditional_fidelity
     from dermlab.gan import ConditionalGan, GanConfig
     data = phantom("gan-2000", 2000)
     split = split_by_patient(data.table, seed=0)

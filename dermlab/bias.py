@@ -169,7 +169,7 @@ def bias_on_phantom(folder,  # where the phantom set is rendered (created or rep
     import warnings
     from dermlab.classifier import build_small_cnn, predict_scores, train_classifier
     from dermlab.data import load_isic, split_by_patient
-    from dermlab.evaluate import read_tiles
+    from dermlab.data import read_tiles
     from dermlab.phantom import make_phantom_isic
     make_phantom_isic(folder, n_images=n_images, n_patients=n_images // 6, positive_rate=0.3, seed=seed, subgroup_effect=subgroup_effect,
                       skin_tone_shares=skin_tone_shares)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import DermlabDataError, WeightsUnavailable, group_labels, import_keras_cv, keras_cache_folder, require_weights, written_whole
-from .data import LABEL_COLUMNS, LEAKY_COLUMNS, assert_no_group_leak
+from .core import DermlabDataError, WeightsUnavailable, group_labels, strand_points, import_keras_cv, keras_cache_folder, require_weights, written_whole
+from .data import LABEL_COLUMNS, LEAKY_COLUMNS, assert_no_group_leak, balanced_stream
 
 # %% auto #0
 __all__ = ['CLASSIFIER_METRICS', 'EFFICIENTNET_WEIGHTS', 'DEGRADATIONS', 'MIN_STEPS_PER_EPOCH', 'partial_auc_above_tpr',
@@ -188,11 +188,9 @@ def draw_hair(tiles: np.ndarray,  # uint8 tiles (n, size, size, 3)
         image = Image.fromarray(tile)
         draw, size = ImageDraw.Draw(image), tile.shape[0]
         for _ in range(strands):
-            start, bend, end = random.uniform(0, size, (3, 2))
-            t = np.linspace(0, 1, 12)[:, None]
-            points = (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t**2 * end  # a quadratic Bezier curve
+            points = strand_points(random, size)
             colour = tuple(int(c) for c in random.uniform(10, 60, 3))
-            draw.line([tuple(p) for p in points], fill=colour, width=max(1, size // 48))
+            draw.line(points, fill=colour, width=max(1, size // 48))
         out[i] = np.asarray(image)
     return out
 
@@ -260,11 +258,8 @@ def tile_dataset(tiles: np.ndarray,  # uint8 tiles (n, size, size, 3)
     labels = tf.constant(np.zeros(len(tiles)) if targets is None else np.asarray(targets), tf.float32)
     rows = np.arange(len(tiles))
     if balance_classes:
-        positive = np.asarray(targets) == 1
-        if not positive.any() or positive.all(): raise DermlabDataError("balance_classes needs both malignant and benign tiles")
-        streams = [tf.data.Dataset.from_tensor_slices(rows[part]).shuffle(max(1, part.sum()), seed=seed + k).repeat()
-                   for k, part in enumerate([~positive, positive])]
-        index = tf.data.Dataset.sample_from_datasets(streams, weights=[0.5, 0.5], seed=seed)
+        shuffled = lambda part, k: tf.data.Dataset.from_tensor_slices(part).shuffle(max(1, len(part)), seed=seed + k).repeat()
+        index = balanced_stream(targets, shuffled, seed)
     else:
         index = tf.data.Dataset.from_tensor_slices(rows)
         if shuffle: index = index.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)

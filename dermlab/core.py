@@ -14,7 +14,7 @@ import pandas as pd
 # %% auto #0
 __all__ = ['STALE_ELSEWHERE_HOURS', 'MISSING_GROUP', 'DermlabDataError', 'check_choice', 'leftover_path', 'remove_stale_partials',
            'tidy_folder', 'written_whole', 'import_keras_cv', 'keras_cache_folder', 'host_reachable',
-           'WeightsUnavailable', 'require_weights', 'save_figure', 'tile_grid', 'group_labels']
+           'WeightsUnavailable', 'require_weights', 'save_figure', 'tile_grid', 'strand_points', 'group_labels']
 
 # %% ../nbs/00_core.ipynb #e877d9e8
 class DermlabDataError(ValueError):
@@ -49,6 +49,7 @@ def _owner_alive(pid: int) -> bool:
     except PermissionError: return True
     return True
 
+# %% ../nbs/00_core.ipynb #312088bd
 STALE_ELSEWHERE_HOURS = 24
 "A leftover written on another machine (a shared drive) is taken for stale only when it is this old."
 
@@ -96,6 +97,7 @@ def tidy_folder(folder: str | Path,  # a run folder, a dataset folder, OUT_DIR .
     targets = {path.parent / match[1] for path in folder.rglob(".*") if (match := leftover.fullmatch(path.name))}
     return [removed for target in sorted(targets, key=lambda t: len(t.parts)) for removed in remove_stale_partials(target)]
 
+# %% ../nbs/00_core.ipynb #d6d869c0
 @contextmanager
 def written_whole(path: str | Path):  # file or folder to create or replace
     "Yield a temporary path beside `path`; move it onto `path` only if the block finishes; remove what stopped writes left."
@@ -196,9 +198,20 @@ def tile_grid(tiles,  # uint8 tiles (n, size, size, 3), or a list of them (None:
     if title: figure.suptitle(title, fontsize=10)
     return figure
 
+# %% ../nbs/00_core.ipynb #d7e8f1a4
+def strand_points(random: np.random.Generator,  # source of the three random points
+                  size: int,  # tile side, pixels
+                  spread: tuple = (0.0, 1.0),  # where the points may fall, as fractions of the side (beyond 0..1: from outside)
+                  points: int = 12,  # points along the curve
+                 ) -> list:
+    "The (x, y) points of one hair-like strand: a quadratic Bezier curve from a random start to a random end past a random bend."
+    start, bend, end = random.uniform(*spread, (3, 2)) * size
+    t = np.linspace(0, 1, points)[:, None]
+    return [tuple(p) for p in (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t ** 2 * end]
+
 # %% ../nbs/00_core.ipynb #7477b930
 MISSING_GROUP = "(missing)"
-"The group name of a missing patient id, site or skin tone, wherever rows are grouped."
+"The group name of a missing patient id or hospital wherever rows are split, resampled or normalised by group."
 
 def group_labels(values,  # ids or group values; missing ones become `MISSING_GROUP`
                 ) -> np.ndarray:

@@ -28,7 +28,8 @@ __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TE
            'clean_table', 'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData',
            'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format',
            'load_isic', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
-           'restore_memory_allocator', 'jpeg_scale_for', 'make_image_dataset', 'tile_blocks', 'read_tiles']
+           'restore_memory_allocator', 'jpeg_scale_for', 'balanced_stream', 'make_image_dataset', 'tile_blocks',
+           'read_tiles']
 
 # %% ../nbs/01_data.ipynb #49444f65
 ISIC2024_TRAIN_COLUMNS = [
@@ -746,6 +747,20 @@ def _decode_square(image_size: int, jpeg_scale: int):
         return tf.cast(resized + 0.5, tf.uint8)  # bilinear stays within 0..255: adding 0.5 and truncating rounds
     return decode
 
+# %% ../nbs/01_data.ipynb #666416df
+def balanced_stream(targets,  # 1 malignant, 0 benign, one per row (missing: benign)
+                    part_stream,  # (rows, k) -> an endless tf.data stream of those rows; k is 0 for benign, 1 for malignant
+                    seed: int = 0,
+                   ):
+    "Malignant and benign rows drawn with equal probability, each class from its own stream, without end."
+    import tensorflow as tf
+    positive = np.nan_to_num(np.asarray(targets, dtype=float)) == 1
+    if not positive.any() or positive.all(): raise DermlabDataError("balance_classes needs both malignant and benign tiles")
+    rows = np.arange(len(positive))
+    parts = [part_stream(rows[~positive], 0), part_stream(rows[positive], 1)]
+    return tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed)
+
+# %% ../nbs/01_data.ipynb #e0c99697
 def make_image_dataset(data: IsicData,  # table and image store
                        encoder: TabularEncoder | None = None,  # needed for the "conditions" output
                        outputs: tuple = ("conditions", "image"),  # any of "conditions", "image", "target", "index"
@@ -783,11 +798,7 @@ def make_image_dataset(data: IsicData,  # table and image store
 
     rows = np.arange(len(data))
     if balance_classes:
-        positive = data.table.target.fillna(0).to_numpy() == 1
-        if not positive.any() or positive.all(): raise DermlabDataError("balance_classes needs both malignant and benign rows")
-        tiles = tf.data.Dataset.sample_from_datasets(
-            [stream(rows[~positive], shuffle, seed).repeat(), stream(rows[positive], shuffle, seed + 1).repeat()],
-            weights=[0.5, 0.5], seed=seed).take(len(data))
+        tiles = balanced_stream(data.table.target, lambda part, k: stream(part, shuffle, seed + k).repeat(), seed).take(len(data))
     else:
         tiles = stream(rows, shuffle, seed)
     if cache:

@@ -5,16 +5,17 @@
 # %% ../nbs/04_diffusion.ipynb #109e9112
 from __future__ import annotations
 import functools, math, time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .data import IsicData, TabularEncoder, make_image_dataset
-from .core import WeightsUnavailable, host_reachable, import_keras_cv, keras_cache_folder, require_weights
-from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, move_average_weights,
-                                run_on_replicas, sample_diversity)
+from fastcore.basics import patch
+
+from .core import WeightsUnavailable, check_choice, import_keras_cv, keras_cache_folder, require_weights
+from .data import TabularEncoder
+from .generators import CompiledStep, ConditionalGenerator, CustomLoopGenerator, TrainingOptions, move_average_weights
 
 # %% auto #0
 __all__ = ['SCHEDULE_NAMES', 'PREDICTION_NAMES', 'SAMPLER_NAMES', 'DENOISER_SIZES', 'DIFFUSION_CURVES', 'STABLE_DIFFUSION_FILES',
@@ -42,7 +43,7 @@ def make_noise_scheduler(schedule: str = "cosine",  # one of SCHEDULE_NAMES
     "KerasCV's `NoiseScheduler` (`add_noise`, DDPM `step`) with the betas of `schedule`."
     import keras
     NoiseScheduler = import_keras_cv().models.stable_diffusion.NoiseScheduler
-    if schedule not in SCHEDULE_NAMES: raise ValueError(f"schedule={schedule!r}: choose one of {list(SCHEDULE_NAMES)}")
+    check_choice("schedule", schedule, SCHEDULE_NAMES)
     # KerasCV's own betas (1e-4 to 0.02); clip_sample=False because keras-cv 0.9 clips with a function Keras 3 no longer has
     # (ops.clip_by_value): our samplers clip the predicted clean tile themselves (`split_prediction`)
     scheduler = NoiseScheduler(train_timesteps=train_timesteps, beta_schedule="linear", clip_sample=False)
@@ -73,7 +74,7 @@ DENOISER_SIZES = {
 "Two sizes of the same U-Net: `DiffusionConfig(**DENOISER_SIZES[name])`."
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(TrainingOptions):
     "Hyperparameters of the record-conditioned diffusion model, grouped and named in full."
     # the images
     image_size: int = 64  # tile side in pixels (a power of two, divisible by 2 ** (len(widths) - 1))
@@ -106,14 +107,10 @@ class DiffusionConfig:
         if self.image_size < 8 or self.image_size & (self.image_size - 1) or self.image_size % levels:
             raise ValueError(f"image_size={self.image_size}: use a power of two >= 8 that {len(self.widths)} levels can halve")
         if any(width % self.groups for width in self.widths): raise ValueError(f"groups={self.groups} must divide every width {self.widths}")
-        if self.schedule not in SCHEDULE_NAMES: raise ValueError(f"schedule={self.schedule!r}: choose one of {list(SCHEDULE_NAMES)}")
-        if self.prediction not in PREDICTION_NAMES: raise ValueError(f"prediction={self.prediction!r}: choose one of {list(PREDICTION_NAMES)}")
-        if self.jit_compile not in JIT_COMPILE_CHOICES: raise ValueError(f"jit_compile={self.jit_compile!r}: choose one of {JIT_COMPILE_CHOICES}")
-        if self.sampler not in SAMPLER_NAMES: raise ValueError(f"sampler={self.sampler!r}: choose one of {list(SAMPLER_NAMES)}")
+        for name, choices in [("schedule", SCHEDULE_NAMES), ("prediction", PREDICTION_NAMES), ("sampler", SAMPLER_NAMES)]:
+            check_choice(name, getattr(self, name), choices)
+        self.check_training_options()
         if not 0 <= self.record_drop_rate < 1: raise ValueError(f"record_drop_rate={self.record_drop_rate}: use 0 <= rate < 1")
-
-    @property
-    def dtype(self) -> str: return "mixed_float16" if self.mixed_precision else "float32"
 
 # %% ../nbs/04_diffusion.ipynb #b43cb76b
 import keras  # the two layers below subclass keras.layers.Layer
@@ -209,10 +206,35 @@ def split_prediction(prediction: np.ndarray,  # the denoiser's output
     return clean, (noisy - signal * clean) / max(noise_part, 1e-8)
 
 # %% ../nbs/04_diffusion.ipynb #333b0e35
-class DiffusionGenerator(ConditionalGenerator):
+DIFFUSION_CURVES = {"loss (mean squared error of the prediction)": ["loss"],
+                    "diversity of the fixed records' images": ["noise_diversity", "condition_diversity"]}
+"The panels of a diffusion run's `curves.png`."
+
+def _sampling_setting(name: str, check):
+    "A sampling setting of `diffusion_config`, checked when set and copied into `config` (so that `version` changes with it)."
+    def set_value(self, value):
+        check(value)
+        self.diffusion_config = replace(self.diffusion_config, **{name: value})
+        self.config[name] = value
+    return property(lambda self: getattr(self.diffusion_config, name), set_value, doc=f"`{name}` used by `generate` (settable)")
+
+def _check_sampler(value):
+    if value not in SAMPLER_NAMES: raise ValueError(f"sampler={value!r}: choose one of {list(SAMPLER_NAMES)}")
+
+def _check_steps(value):
+    if int(value) < 1: raise ValueError(f"sampling_steps={value}: at least 1")
+
+def _check_scale(value):
+    if not np.isfinite(value) or value < 0: raise ValueError(f"guidance_scale={value}: a finite number >= 0")
+
+class DiffusionGenerator(CustomLoopGenerator):
     "Record-conditioned diffusion model: a U-Net denoiser with FiLM, classifier-free guidance, DDIM or DDPM sampling."
     kind = "conditional_diffusion"
     home_module = "dermlab.diffusion"
+    curves, bar_statistics = DIFFUSION_CURVES, ("loss",)  # for the loop's curves.png and progress bar
+    sampler = _sampling_setting("sampler", _check_sampler)
+    sampling_steps = _sampling_setting("sampling_steps", _check_steps)
+    guidance_scale = _sampling_setting("guidance_scale", _check_scale)
 
     def __init__(self, encoder: TabularEncoder,  # fitted on the training split
                  config: DiffusionConfig = None,
@@ -227,8 +249,7 @@ class DiffusionGenerator(ConditionalGenerator):
             self.denoiser = build_denoiser(condition_dim, config)
             self.ema_denoiser = build_denoiser(condition_dim, config)
             self.ema_denoiser.set_weights(self.denoiser.get_weights())
-            self.optimizer = keras.optimizers.Adam(config.learning_rate)
-            if config.mixed_precision: self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer = config.loss_scaled(keras.optimizers.Adam(config.learning_rate))
             self.optimizer.build(self.denoiser.trainable_variables)  # slots must exist before a checkpoint restores them
             self.seeds = keras.random.SeedGenerator(config.seed)
         self.scheduler = make_noise_scheduler(config.schedule, config.train_timesteps)
@@ -250,7 +271,7 @@ class DiffusionGenerator(ConditionalGenerator):
             predicted = tf.cast(self.denoiser([noisy, steps, conditions, keep], training=True), tf.float32)
             per_example = tf.reduce_mean(tf.square(predicted - target), axis=[1, 2, 3])
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-            scaled_loss = self.optimizer.scale_loss(loss) if config.mixed_precision else loss
+            scaled_loss = config.scaled_loss(self.optimizer, loss)
         self.optimizer.apply(tape.gradient(scaled_loss, self.denoiser.trainable_variables), self.denoiser.trainable_variables)
         return {"loss": loss}
 
@@ -258,36 +279,13 @@ class DiffusionGenerator(ConditionalGenerator):
         "Move the EMA denoiser's weights towards the trained one's (`move_average_weights`: early steps move it more)."
         move_average_weights(self.ema_denoiser, self.denoiser, self.diffusion_config.ema_decay, self.optimizer.iterations)
 
-    def distributed_step(self, batch):
-        "Run `replica_step` on every replica, update the EMA, sum the statistics (`run_on_replicas`; eager: for learning and debugging)."
-        return run_on_replicas(self.strategy, self.replica_step, batch, after=self.update_ema)
-
 # %% ../nbs/04_diffusion.ipynb #cd90b010
 def ddim_steps(train_timesteps: int, sampling_steps: int) -> np.ndarray:
     "The steps DDIM visits, from the noisiest (T-1) down to 0, evenly spaced."
     return np.unique(np.linspace(0, train_timesteps - 1, sampling_steps).round().astype(int))[::-1]
 
-def _sampling_setting(name: str, check):
-    "A sampling setting kept in `config` (so that `version` changes with it), checked when set."
-    def set_value(self, value):
-        check(value)
-        self.config[name] = value
-    return property(lambda self: self.config[name], set_value, doc=f"`{name}` used by `generate` (settable)")
-
-def _check_sampler(value):
-    if value not in SAMPLER_NAMES: raise ValueError(f"sampler={value!r}: choose one of {list(SAMPLER_NAMES)}")
-
-def _check_steps(value):
-    if int(value) < 1: raise ValueError(f"sampling_steps={value}: at least 1")
-
-def _check_scale(value):
-    if not np.isfinite(value) or value < 0: raise ValueError(f"guidance_scale={value}: a finite number >= 0")
-
-DiffusionGenerator.sampler = _sampling_setting("sampler", _check_sampler)
-DiffusionGenerator.sampling_steps = _sampling_setting("sampling_steps", _check_steps)
-DiffusionGenerator.guidance_scale = _sampling_setting("guidance_scale", _check_scale)
-
-def _guided_prediction(self: DiffusionGenerator, noisy: np.ndarray, step: int, conditions: np.ndarray) -> np.ndarray:
+@patch
+def guided_prediction(self: DiffusionGenerator, noisy: np.ndarray, step: int, conditions: np.ndarray) -> np.ndarray:
     "The network's output with classifier-free guidance: with and without the record in one doubled batch, extrapolated."
     import tensorflow as tf
     if getattr(self, "_predict", None) is None:
@@ -301,80 +299,59 @@ def _guided_prediction(self: DiffusionGenerator, noisy: np.ndarray, step: int, c
         self._predict = tf.function(predict, reduce_retracing=True)
     return self._predict(noisy.astype(np.float32), np.int32(step), conditions.astype(np.float32), np.float32(self.guidance_scale)).numpy()
 
-def _sample_batch(self: DiffusionGenerator, conditions, noise, random):
+@patch
+def sample_batch(self: DiffusionGenerator, conditions, noise, random):
     "The sampler hook: DDIM from `noise` (deterministic), or DDPM through KerasCV's scheduler (seeded by `random`)."
-    fractions = signal_fractions(self.config["schedule"], self.config["train_timesteps"])
-    prediction = self.config["prediction"]
+    config = self.diffusion_config
+    fractions, prediction = signal_fractions(config.schedule, config.train_timesteps), config.prediction
     if self.sampler == "ddpm": return self.ddpm_sample(conditions, noise, int(random.integers(2**31)))
-    noisy, steps = noise.astype(np.float64), ddim_steps(self.config["train_timesteps"], self.sampling_steps)
+    noisy, steps = noise.astype(np.float64), ddim_steps(config.train_timesteps, self.sampling_steps)
     for i, step in enumerate(steps):
-        clean, noise_estimate = split_prediction(_guided_prediction(self, noisy, step, conditions), noisy, fractions[step], prediction)
+        clean, noise_estimate = split_prediction(self.guided_prediction(noisy, step, conditions), noisy, fractions[step], prediction)
         following = fractions[steps[i + 1]] if i + 1 < len(steps) else 1.0  # the last jump lands on the clean tile
         noisy = math.sqrt(following) * clean + math.sqrt(1 - following) * noise_estimate
     return noisy.astype(np.float32)
 
-def _ddpm_sample(self: DiffusionGenerator, conditions: np.ndarray, noise: np.ndarray, seed: int) -> np.ndarray:
+@patch
+def ddpm_sample(self: DiffusionGenerator, conditions: np.ndarray, noise: np.ndarray, seed: int) -> np.ndarray:
     "DDPM: all T steps of KerasCV's `NoiseScheduler.step`, given the predicted clean tile, with seeded fresh noise."
     import keras
-    scheduler = make_noise_scheduler(self.config["schedule"], self.config["train_timesteps"])
+    config = self.diffusion_config
+    scheduler = make_noise_scheduler(config.schedule, config.train_timesteps)
     scheduler.seed_generator = keras.random.SeedGenerator(seed)
-    fractions, noisy = signal_fractions(self.config["schedule"], self.config["train_timesteps"]), noise.astype(np.float32)
-    for step in range(self.config["train_timesteps"] - 1, -1, -1):
-        clean, _ = split_prediction(_guided_prediction(self, noisy, step, conditions), noisy, fractions[step], self.config["prediction"])
+    fractions, noisy = signal_fractions(config.schedule, config.train_timesteps), noise.astype(np.float32)
+    for step in range(config.train_timesteps - 1, -1, -1):
+        clean, _ = split_prediction(self.guided_prediction(noisy, step, conditions), noisy, fractions[step], config.prediction)
         noisy = keras.ops.convert_to_numpy(scheduler.step(clean.astype(np.float32), step, noisy, predict_epsilon=False))
     return noisy
 
-DiffusionGenerator.sample_batch, DiffusionGenerator.ddpm_sample = _sample_batch, _ddpm_sample
-
 # %% ../nbs/04_diffusion.ipynb #3cfe0cec
-DIFFUSION_CURVES = {"loss (mean squared error of the prediction)": ["loss"],
-                    "diversity of the fixed records' images": ["noise_diversity", "condition_diversity"]}
-"The panels of a diffusion run's `curves.png`."
+@patch(as_prop=True)
+def training_config(self: DiffusionGenerator) -> DiffusionConfig:
+    "The loop's hook: the diffusion model's config."
+    return self.diffusion_config
 
-def _fit(self: DiffusionGenerator,
-         data: IsicData,  # training split (images and records)
-         epochs: int,  # train until this many epochs are done in total
-         run_dir: str | Path,  # checkpoints, samples, curves and history go here
-         progress: bool = True,  # show a progress bar with the loss, and a line per epoch
-         compiled: bool = True,  # False runs the eager step (slow; for learning and debugging)
-         steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
-        ) -> pd.DataFrame:
-    "Train, resuming from the last checkpoint in `run_dir`; return the history (one row per epoch)."
-    from tqdm import tqdm
-    self.check_trainable()
-    config = self.diffusion_config
-    run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=DIFFUSION_CURVES, checkpointed=dict(
-        denoiser=self.denoiser, ema_denoiser=self.ema_denoiser, optimizer=self.optimizer, seeds=self.seeds.state))
-    total = steps_per_epoch or max(len(data) // config.batch_size, 1)
-    dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
-                                 drop_remainder=True, seed=config.seed, resume_at=run.epochs_done * total)  # resumed: the next batches
-    batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))
-    step = self.compiled_step if compiled else self.distributed_step
-    for epoch in range(run.epochs_done, epochs):
-        started, losses = time.perf_counter(), []
-        bar = tqdm(range(total), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for _ in bar:
-            losses.append(float(step(next(batches))["loss"]))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if not np.isfinite(losses[-1]): raise FloatingPointError(f"epoch {epoch + 1}: the loss became {losses[-1]}: lower the learning rate")
-        row = {"loss": float(np.mean(losses)), "training_seconds": time.perf_counter() - started,
-               **sample_diversity(self, run.records, seed=config.seed)}
-        row = run.end_epoch(row, int(self.optimizer.iterations.numpy()))
-        if progress: print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-    return pd.DataFrame(run.history)
+@patch
+def checkpointed(self: DiffusionGenerator) -> dict:
+    "The loop's hook: the denoiser, its EMA copy, the optimizer and the random state."
+    return dict(denoiser=self.denoiser, ema_denoiser=self.ema_denoiser, optimizer=self.optimizer, seeds=self.seeds.state)
 
-DiffusionGenerator.fit = _fit
+@patch
+def trained_step_count(self: DiffusionGenerator) -> int:
+    "The loop's hook: the optimizer's step count."
+    return int(self.optimizer.iterations.numpy())
 
 # %% ../nbs/04_diffusion.ipynb #190a412d
-def _save_networks(self: DiffusionGenerator, folder: Path):
+@patch
+def save_networks(self: DiffusionGenerator, folder: Path):
     "The EMA denoiser, the one that samples."
     self.network.save(folder / "denoiser.keras")
 
-def _load_networks(cls, folder: Path, description: dict) -> dict:
+@patch(cls_method=True)
+def load_networks(cls: DiffusionGenerator, folder: Path, description: dict) -> dict:
+    "The saved EMA denoiser, as the network that samples, and the config rebuilt from what was saved: its one source of truth."
     import keras
-    return {"network": keras.models.load_model(folder / "denoiser.keras")}
-
-DiffusionGenerator.save_networks, DiffusionGenerator.load_networks = _save_networks, classmethod(_load_networks)
+    return {"network": keras.models.load_model(folder / "denoiser.keras"), "diffusion_config": DiffusionConfig(**description["config"])}
 
 # %% ../nbs/04_diffusion.ipynb #e0ba3761
 STABLE_DIFFUSION_FILES = {

@@ -77,6 +77,7 @@ def two_sample_test(real: np.ndarray,  # uint8 real tiles
                     generated: np.ndarray,  # uint8 generated tiles of the same size
                     folds: int = 5,  # cross-validation folds: every tile is judged by a classifier that did not see it
                     seed: int = 0,
+                    features: tuple | None = None,  # (real, generated) `tile_features`, when already computed
                    ) -> dict:
     "Cross-validated accuracy of a classifier telling real from generated tiles (0.5: indistinguishable), with a 95% interval."
     from scipy.stats import binomtest
@@ -87,7 +88,7 @@ def two_sample_test(real: np.ndarray,  # uint8 real tiles
     if real.shape[1:] != generated.shape[1:]: raise DermlabDataError(f"real tiles {real.shape[1:]} and generated {generated.shape[1:]} differ in shape")
     if min(len(real), len(generated)) < 2 * folds:
         raise DermlabDataError(f"a two-sample test with {folds} folds needs at least {2 * folds} tiles of each kind, got {len(real)} and {len(generated)}")
-    features = tile_features(np.concatenate([real, generated]))
+    features = np.concatenate(features) if features is not None else tile_features(np.concatenate([real, generated]))
     labels = np.r_[np.ones(len(real)), np.zeros(len(generated))]
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
     predicted = cross_val_predict(classifier, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
@@ -420,9 +421,11 @@ class AttributeReader:
             regressors[name] = make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(features[known], values[known])
         return cls(classifiers, regressors)
 
-    def predict(self, tiles: np.ndarray) -> pd.DataFrame:
+    def predict(self, tiles: np.ndarray,  # uint8 tiles
+                features: np.ndarray | None = None,  # their `tile_features`, when already computed
+               ) -> pd.DataFrame:
         "The record read from each tile: the likeliest category (and `malignant_probability`), and each number."
-        features, table = tile_features(tiles), {}
+        features, table = tile_features(tiles) if features is None else features, {}
         for name, classifier in self.classifiers.items():
             table[name] = classifier.predict(features)
             if name == "target": table["malignant_probability"] = classifier.predict_proba(features)[:, list(classifier.classes_).index("1")]
@@ -432,14 +435,16 @@ class AttributeReader:
 def attribute_agreement(reader: AttributeReader,  # fitted on real training tiles
                         images: np.ndarray,  # uint8 tiles to judge
                         records: pd.DataFrame,  # the records they were asked for (or, for real tiles, their own)
+                        features: np.ndarray | None = None,  # the tiles' `tile_features`, when already computed
                        ) -> dict:
     "`agreement_with_records` of the reader's reading of each tile: does a tile asked to be malignant look malignant?"
-    return agreement_with_records(reader.predict(images), records)
+    return agreement_with_records(reader.predict(images, features), records)
 
 def train_and_test(train_tiles: np.ndarray,  # uint8 tiles to learn from (generated, or real for the comparison)
                    train_records: pd.DataFrame,  # their records (asked for, or real)
                    test_tiles: np.ndarray,  # uint8 real held-out tiles
                    test_records: pd.DataFrame,
+                   test_features: np.ndarray | None = None,  # the test tiles' `tile_features`, when already computed
                   ) -> dict:
     "An `AttributeReader` fitted on one set, scored on real held-out tiles (train on synthetic, test on real, when the first set is generated)."
-    return attribute_agreement(AttributeReader.fit(train_tiles, train_records), test_tiles, test_records)
+    return attribute_agreement(AttributeReader.fit(train_tiles, train_records), test_tiles, test_records, test_features)

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import IsicData, TabularEncoder, make_image_dataset
-from .generators import (JIT_COMPILE_CHOICES, CompiledStep, ConditionalGenerator, TrainingRun, move_average_weights,
-                                run_on_replicas, sample_diversity)
+from fastcore.basics import patch
+
+from .core import check_choice
+from .data import TabularEncoder
+from .generators import CompiledStep, CustomLoopGenerator, TrainingOptions, move_average_weights
 
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AUGMENTATION_NAMES', 'FIRST_RECIPE', 'AUGMENTATIONS', 'LOSSES', 'GAN_CURVES', 'GanConfig',
@@ -27,7 +29,7 @@ AUGMENTATION_NAMES = ("color", "translation", "cutout")
 "The DiffAugment policies `GanConfig.augmentation` combines (defined in the augmentation section)."
 
 @dataclass
-class GanConfig:
+class GanConfig(TrainingOptions):
     "Hyperparameters of the conditional GAN, grouped and named in full."
     image_size: int = 64  # tile side in pixels (a power of two, at least 8)
     noise_dim: int = 64  # length of the noise vector
@@ -49,15 +51,11 @@ class GanConfig:
 
     def __post_init__(self):
         if self.image_size < 8 or self.image_size & (self.image_size - 1): raise ValueError(f"image_size={self.image_size}: use a power of two >= 8")
-        if self.loss not in LOSS_NAMES: raise ValueError(f"loss={self.loss!r}: choose one of {list(LOSS_NAMES)}")
-        if self.discriminator_features not in ("flatten", "average"):
-            raise ValueError(f"discriminator_features={self.discriminator_features!r}: choose 'flatten' or 'average'")
-        if self.jit_compile not in JIT_COMPILE_CHOICES: raise ValueError(f"jit_compile={self.jit_compile!r}: choose one of {JIT_COMPILE_CHOICES}")
+        check_choice("loss", self.loss, LOSS_NAMES)
+        check_choice("discriminator_features", self.discriminator_features, ("flatten", "average"))
+        self.check_training_options()
         unknown = set(filter(None, self.augmentation.split(","))) - set(AUGMENTATION_NAMES)
         if unknown: raise ValueError(f"augmentation {sorted(unknown)} unknown: choose from {list(AUGMENTATION_NAMES)}")
-
-    @property
-    def dtype(self) -> str: return "mixed_float16" if self.mixed_precision else "float32"
 
 FIRST_RECIPE = {"discriminator_features": "average", "augmentation": "color,translation,cutout", "r1_weight": 0.0}
 "The settings of this notebook's first version, which did not learn to draw lesions: `GanConfig(**FIRST_RECIPE)` for the ablation."
@@ -153,13 +151,18 @@ LOSSES = {"hinge": _hinge, "non_saturating": _non_saturating}
 "GAN losses: each maps (real logits, fake logits) to per-example (discriminator loss, generator loss)."
 
 # %% ../nbs/02_gan.ipynb #d7a81612
+GAN_CURVES = {"losses": ["discriminator_loss", "generator_loss"], "mean discriminator logits": ["real_logit", "fake_logit"],
+              "logit gap (real - fake)": ["logit_gap"]}
+"The panels of a GAN run's `curves.png`."
+
 class GanTrainingWarning(UserWarning):
     "A failure sign seen while training a GAN (discriminator winning, mode collapse, ...)."
 
-class ConditionalGan(ConditionalGenerator):
+class ConditionalGan(CustomLoopGenerator):
     "Conditional GAN: record + noise -> lesion tile, trained with a custom GradientTape loop."
     kind = "conditional_gan"
     home_module = "dermlab.gan"
+    curves, bar_statistics = GAN_CURVES, ("discriminator_loss", "generator_loss")  # for the loop's curves.png and progress bar
 
     def __init__(self, encoder: TabularEncoder,  # fitted on the training split
                  config: GanConfig = None,
@@ -184,14 +187,10 @@ class ConditionalGan(ConditionalGenerator):
     def _optimizer(self, learning_rate: float, network):
         "Adam (wrapped for loss scaling in mixed precision), built now so that its slots exist before a checkpoint restores them."
         import keras
-        optimizer = keras.optimizers.Adam(learning_rate, beta_1=self.gan_config.adam_beta_1, beta_2=self.gan_config.adam_beta_2)
-        if self.gan_config.mixed_precision: optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        config = self.gan_config
+        optimizer = config.loss_scaled(keras.optimizers.Adam(learning_rate, beta_1=config.adam_beta_1, beta_2=config.adam_beta_2))
         optimizer.build(network.trainable_variables)
         return optimizer
-
-    def _scaled(self, optimizer, loss):
-        "The loss to differentiate: multiplied by the loss scale in mixed precision (call inside the tape)."
-        return optimizer.scale_loss(loss) if self.gan_config.mixed_precision else loss
 
     def _apply(self, optimizer, tape, scaled_loss, variables):
         "Differentiate the (scaled) loss and update `variables`; a LossScaleOptimizer unscales the gradients."
@@ -222,14 +221,14 @@ class ConditionalGan(ConditionalGenerator):
             fake_logits = self.discriminator([diff_augment(fakes, config.augmentation, self.seeds), conditions], training=True)
             adversarial = tf.reshape(LOSSES[config.loss](real_logits, fake_logits)[0], [-1])
             discriminator_loss = average(adversarial + 0.5 * config.r1_weight * r1_penalty)
-            scaled_loss = self._scaled(self.discriminator_optimizer, discriminator_loss)
+            scaled_loss = config.scaled_loss(self.discriminator_optimizer, discriminator_loss)
         self._apply(self.discriminator_optimizer, tape, scaled_loss, self.discriminator.trainable_variables)
         noise = keras.random.normal((batch, config.noise_dim), seed=self.seeds)
         with tf.GradientTape() as tape:
             fakes = self.generator([conditions, noise], training=True)
             fake_logits = self.discriminator([diff_augment(fakes, config.augmentation, self.seeds), conditions], training=True)
             generator_loss = average(LOSSES[config.loss](real_logits, fake_logits)[1])
-            scaled_loss = self._scaled(self.generator_optimizer, generator_loss)
+            scaled_loss = config.scaled_loss(self.generator_optimizer, generator_loss)
         self._apply(self.generator_optimizer, tape, scaled_loss, self.generator.trainable_variables)
         return {"discriminator_loss": discriminator_loss, "generator_loss": generator_loss, "r1_penalty": average(r1_penalty),
                 "real_logit": average(real_logits), "fake_logit": average(fake_logits)}
@@ -237,10 +236,6 @@ class ConditionalGan(ConditionalGenerator):
     def update_ema(self):
         "Move the EMA generator's weights towards the trained one's (`move_average_weights`: early steps move it more)."
         move_average_weights(self.ema_generator, self.generator, self.gan_config.ema_decay, self.generator_optimizer.iterations)
-
-    def distributed_step(self, batch):
-        "Run `replica_step` on every replica, update the EMA, sum the statistics (`run_on_replicas`; eager: for learning and debugging)."
-        return run_on_replicas(self.strategy, self.replica_step, batch, after=self.update_ema)
 
 # %% ../nbs/02_gan.ipynb #db291f90
 def diagnose_epoch(statistics: dict,  # epoch means of the step statistics, plus the diversities
@@ -264,48 +259,33 @@ def diagnose_epoch(statistics: dict,  # epoch means of the step statistics, plus
     return signs
 
 # %% ../nbs/02_gan.ipynb #8710d074
-GAN_CURVES = {"losses": ["discriminator_loss", "generator_loss"], "mean discriminator logits": ["real_logit", "fake_logit"],
-              "logit gap (real - fake)": ["logit_gap"]}
-"The panels of a GAN run's `curves.png`."
+@patch(as_prop=True)
+def training_config(self: ConditionalGan) -> GanConfig:
+    "The loop's hook: the GAN's config."
+    return self.gan_config
 
-def _fit(self: ConditionalGan,
-         data: IsicData,  # training split (images and records)
-         epochs: int,  # train until this many epochs are done in total
-         run_dir: str | Path,  # checkpoints, samples, curves and history go here
-         progress: bool = True,  # show a progress bar with the losses, and a line per epoch
-         balance_classes: bool = False,  # draw malignant and benign tiles equally often
-         compiled: bool = True,  # False runs the eager step (slow; for learning and debugging)
-         steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
-        ) -> pd.DataFrame:
-    "Train, resuming from the last checkpoint in `run_dir`; return the history (one row per epoch)."
-    from tqdm import tqdm  # the text bar: readable in papermill's executed notebooks too
-    self.check_trainable()
-    config = self.gan_config
-    run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=GAN_CURVES, checkpointed=dict(
-        generator=self.generator, discriminator=self.discriminator, ema_generator=self.ema_generator,
-        generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer, seeds=self.seeds.state))
-    total = steps_per_epoch or max(len(data) // config.batch_size, 1)
-    dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
-                                 balance_classes=balance_classes, drop_remainder=True, seed=config.seed,
-                                 resume_at=0 if balance_classes else run.epochs_done * total)  # resumed: the next batches
-    batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))  # epochs of `total` steps, whatever the data's size
-    step = self.compiled_step if compiled else self.distributed_step
-    for epoch in range(run.epochs_done, epochs):
-        sums = {}
-        bar = tqdm(range(total), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for _ in bar:
-            statistics = {k: float(v) for k, v in step(next(batches)).items()}
-            for k, v in statistics.items(): sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(d=f"{statistics['discriminator_loss']:.3f}", g=f"{statistics['generator_loss']:.3f}")
-            if not np.isfinite(statistics["discriminator_loss"] + statistics["generator_loss"]):
-                raise FloatingPointError(f"epoch {epoch + 1}: a GAN loss became {statistics}: training diverged; lower the learning rates")
-        row = {k: v / total for k, v in sums.items()}
-        row["logit_gap"] = row["real_logit"] - row["fake_logit"]
-        row.update(sample_diversity(self, run.records, seed=config.seed))
-        row["warnings"] = diagnose_epoch(row, config.loss)
-        for sign in row["warnings"]: warnings.warn(f"epoch {epoch + 1}: {sign}", GanTrainingWarning)
-        row = run.end_epoch(row, int(self.generator_optimizer.iterations.numpy()))
-        if progress: print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-    return pd.DataFrame(run.history)
+@patch
+def checkpointed(self: ConditionalGan) -> dict:
+    "The loop's hook: both networks, the EMA generator, both optimizers and the random state."
+    return dict(generator=self.generator, discriminator=self.discriminator, ema_generator=self.ema_generator,
+                generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer, seeds=self.seeds.state)
 
-ConditionalGan.fit = _fit
+@patch
+def trained_step_count(self: ConditionalGan) -> int:
+    "The loop's hook: the generator optimizer's step count."
+    return int(self.generator_optimizer.iterations.numpy())
+
+@patch
+def epoch_row(self: ConditionalGan, row: dict, epoch: int) -> dict:
+    "The loop's hook: the logit gap and the failure signs of `diagnose_epoch`, each warned as a `GanTrainingWarning`."
+    row["logit_gap"] = row["real_logit"] - row["fake_logit"]
+    row["warnings"] = diagnose_epoch(row, self.gan_config.loss)
+    for sign in row["warnings"]: warnings.warn(f"epoch {epoch + 1}: {sign}", GanTrainingWarning)
+    return row
+
+# %% ../nbs/02_gan.ipynb #52d2bbf9
+@patch(cls_method=True)
+def load_networks(cls: ConditionalGan, folder: Path, description: dict) -> dict:
+    "The saved EMA generator, as the network that samples, and the config rebuilt from what was saved (as trained)."
+    import keras
+    return {"network": keras.models.load_model(folder / "generator.keras"), "gan_config": GanConfig(**description["config"])}

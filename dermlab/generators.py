@@ -13,12 +13,14 @@ import pandas as pd
 
 import dermlab
 from .core import DermlabDataError, check_choice, save_figure, tile_grid, written_whole
-from .data import IsicData, TabularEncoder
+from .data import IsicData, TabularEncoder, make_image_dataset
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator', 'PaintedDiscGenerator',
            'diversity_of', 'sample_diversity', 'fixed_records', 'save_sample_grid', 'save_curves', 'TrainingRun',
-           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'save_synthetic_set']
+           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'TrainingOptions', 'CustomLoopGenerator',
+           'save_synthetic_set']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
 GENERATOR_KINDS: dict = {}
@@ -285,7 +287,7 @@ class CompiledStep:
                  trial_steps: int = 3,  # timed calls of each variant after its first (tracing) call, for "auto"
                 ):
         import tensorflow as tf
-        if jit_compile not in JIT_COMPILE_CHOICES: raise ValueError(f"jit_compile={jit_compile!r}: choose one of {JIT_COMPILE_CHOICES}")
+        check_choice("jit_compile", jit_compile, JIT_COMPILE_CHOICES)
         self.variants = {"graph": tf.function(step), "xla": tf.function(step, jit_compile=True)}
         self.choice = None if jit_compile == "auto" else ("xla" if jit_compile else "graph")
         self.trial_steps, self.seconds, self.failure = trial_steps, {"graph": [], "xla": []}, None
@@ -341,6 +343,102 @@ def run_on_replicas(strategy,  # a tf.distribute strategy
     statistics = strategy.run(replica_step, args=batch)
     if after is not None: after()
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in statistics.items()}
+
+# %% ../nbs/01_generators.ipynb #b4bbe8ff
+class TrainingOptions:
+    "What the configs of generators trained by the custom loop share: mixed precision and the compile choice (a dataclass mixin)."
+    mixed_precision: bool
+    jit_compile: bool | str
+
+    @property
+    def dtype(self) -> str:
+        "The Keras dtype policy of the networks: float16 compute with float32 weights under mixed precision."
+        return "mixed_float16" if self.mixed_precision else "float32"
+
+    def check_training_options(self):
+        "Refuse a compile choice `CompiledStep` does not know, in one line."
+        check_choice("jit_compile", self.jit_compile, JIT_COMPILE_CHOICES)
+
+    def loss_scaled(self, optimizer):
+        "The optimizer, wrapped for loss scaling under mixed precision (float16 gradients would underflow without it)."
+        import keras
+        return keras.optimizers.LossScaleOptimizer(optimizer) if self.mixed_precision else optimizer
+
+    def scaled_loss(self, optimizer, loss):
+        "The loss to differentiate: multiplied by the loss scale under mixed precision (call inside the tape)."
+        return optimizer.scale_loss(loss) if self.mixed_precision else loss
+
+# %% ../nbs/01_generators.ipynb #c7cd9cd4
+class CustomLoopGenerator(ConditionalGenerator):
+    "A generator trained by dermlab's one custom loop: a subclass fills in its step and its epoch row (the hooks)."
+    curves: dict | None = None  # the panels of the run's curves.png; None: one per statistic
+    bar_statistics: tuple = ()  # statistics shown on the progress bar; (): all
+
+    @property
+    def training_config(self) -> TrainingOptions:
+        "The hook: the model's config (batch_size, image_size, seed, jit_compile, mixed_precision)."
+        raise NotImplementedError(f"{type(self).__name__} must define training_config")
+
+    def checkpointed(self) -> dict:
+        "The hook: what a checkpoint holds to resume (networks, optimizers, the random state)."
+        raise NotImplementedError(f"{type(self).__name__} must define checkpointed")
+
+    def trained_step_count(self) -> int:
+        "The hook: training steps done so far (the main optimizer's counter)."
+        raise NotImplementedError(f"{type(self).__name__} must define trained_step_count")
+
+    def replica_step(self, conditions, images) -> dict:
+        "The hook: one step on one replica's share of the batch, returning global-batch-averaged statistics."
+        raise NotImplementedError(f"{type(self).__name__} must define replica_step")
+
+    def update_ema(self):
+        "The hook: what runs once after the replicas' step (the moving average of the weights); nothing by default."
+
+    def epoch_row(self, row: dict, epoch: int) -> dict:
+        "The hook: the epoch's row (mean statistics, seconds, diversity) with what the model adds; `epoch` counts from 0."
+        return row
+
+    def distributed_step(self, batch) -> dict:
+        "Run `replica_step` on every replica, then `update_ema`, and sum the statistics (eager: for learning and debugging)."
+        return run_on_replicas(self.strategy, self.replica_step, batch, after=self.update_ema)
+
+# %% ../nbs/01_generators.ipynb #9867b90a
+@patch
+def fit(self: CustomLoopGenerator,
+        data: IsicData,  # training split (images and records)
+        epochs: int,  # train until this many epochs are done in total
+        run_dir: str | Path,  # checkpoints, samples, curves and history go here
+        progress: bool = True,  # show a progress bar with the statistics, and a line per epoch
+        balance_classes: bool = False,  # draw malignant and benign tiles equally often
+        compiled: bool = True,  # False runs the eager step (slow; for learning and debugging)
+        steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
+       ) -> pd.DataFrame:
+    "Train, resuming from the last checkpoint in `run_dir`; return the history (one row per epoch)."
+    from tqdm import tqdm  # the text bar: readable in papermill's executed notebooks too
+    self.check_trainable()
+    config = self.training_config
+    run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=self.curves, checkpointed=self.checkpointed())
+    total = steps_per_epoch or max(len(data) // config.batch_size, 1)
+    dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
+                                 balance_classes=balance_classes, drop_remainder=True, seed=config.seed,
+                                 resume_at=0 if balance_classes else run.epochs_done * total)  # resumed: the next batches
+    batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))  # epochs of `total` steps, whatever the data's size
+    step = self.compiled_step if compiled else self.distributed_step
+    for epoch in range(run.epochs_done, epochs):
+        started, sums = time.perf_counter(), {}
+        bar = tqdm(range(total), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for _ in bar:
+            statistics = {name: float(value) for name, value in step(next(batches)).items()}
+            for name, value in statistics.items(): sums[name] = sums.get(name, 0.0) + value
+            bar.set_postfix({name: f"{value:.4f}" for name, value in statistics.items() if name in (self.bar_statistics or statistics)})
+            broken = [name for name, value in statistics.items() if not np.isfinite(value)]
+            if broken:
+                raise FloatingPointError(f"epoch {epoch + 1}: {broken[0]} became {statistics[broken[0]]}: training diverged; lower the learning rate")
+        row = {name: value / total for name, value in sums.items()}
+        row.update(training_seconds=time.perf_counter() - started, **sample_diversity(self, run.records, seed=config.seed))
+        row = run.end_epoch(self.epoch_row(row, epoch), self.trained_step_count())
+        if progress: print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
+    return pd.DataFrame(run.history)
 
 # %% ../nbs/01_generators.ipynb #7588c2ae
 def save_synthetic_set(folder: str | Path,  # created or replaced, written whole

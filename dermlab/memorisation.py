@@ -14,7 +14,7 @@ import pandas as pd
 from .core import DermlabDataError, tile_grid, written_whole
 from .data import IsicData, read_csv_checked, read_tiles, tile_blocks
 from .evaluate import (AttributeReader, TileFeatures, attribute_agreement, conditional_fidelity, frechet_distance,
-                              kernel_distance, measure_tiles, precision_recall, realism_ratios, train_and_test,
+                              kernel_distance, measure_tiles, precision_recall, realism_ratios, tile_features, train_and_test,
                               two_sample_test)
 
 # %% auto #0
@@ -115,9 +115,11 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
                       ) -> MemorisationAudit:
     "Compare every generated tile with every training tile in one streamed pass; flag tiles closer than training tiles are to each other."
     reference_indices, reference_tiles = reference
-    def pixel_queries(tiles):  # every alignment of every tile, as rows
-        variants = aligned_variants(tiles, shift)
-        return pixel_vectors(variants.reshape(-1, *tiles.shape[1:]), grid), variants.shape[1]
+    variants_of = 8 * (5 if shift else 1)  # the dihedral group, each with the unshifted tile and four shifts
+    def pixel_queries(tiles, chunk=256):  # every alignment of every tile, as rows: a chunk of tiles' variants at a time
+        vectors = [pixel_vectors(aligned_variants(tiles[start:start + chunk], shift).reshape(-1, *tiles.shape[1:]), grid)
+                   for start in range(0, len(tiles), chunk)]
+        return np.concatenate(vectors), variants_of
     def feature_queries(tiles):
         variants = aligned_variants(tiles, 0)
         return unit_rows(features(variants.reshape(-1, *tiles.shape[1:]))), variants.shape[1]
@@ -204,7 +206,9 @@ class RealReference:
 
     def __post_init__(self):  # measured once, whatever the number of sources judged against them
         self.held_out_features, self.held_out_measures = self.features(self.held_out), measure_tiles(self.held_out)
+        self.held_out_tile_features = tile_features(self.held_out)  # what the two-sample test and TSTR's readers see
 
+# %% ../nbs/05_memorisation.ipynb #374e9f13
 @dataclass
 class TileSource:
     "One row of the comparison table: a source's tiles for the reference's held-out records and for its training records."
@@ -218,16 +222,20 @@ def measure_source(reference: RealReference, source: TileSource) -> dict:
     "Every measure of the comparison table for one source but the audit: realism, FID and KID, precision and recall, agreement, TSTR."
     seed, row, tiles = reference.seed, {}, source.held_out_tiles
     row.update(realism_ratios(measure_tiles(tiles), reference.held_out_measures))
+    described = tile_features(tiles)  # once, for the two-sample test and the attribute reader
     if min(len(reference.held_out), len(tiles)) >= 10:  # the test's five folds need ten tiles of each kind
-        row.update({k: v for k, v in two_sample_test(reference.held_out, tiles, seed=seed).items() if k != "two_sample_tiles"})
+        tested = two_sample_test(reference.held_out, tiles, seed=seed, features=(reference.held_out_tile_features, described))
+        row.update({k: v for k, v in tested.items() if k != "two_sample_tiles"})
     generated_features = reference.features(tiles)
     row["fid"] = frechet_distance(reference.held_out_features, generated_features)
     row["kid"], row["kid_error"] = kernel_distance(reference.held_out_features, generated_features, seed=seed)
     row.update(precision_recall(reference.held_out_features, generated_features))
-    row.update({f"agreement_{k}": v for k, v in attribute_agreement(reference.reader, tiles, source.held_out_records).items()})
-    tstr = train_and_test(source.train_tiles, reference.train_records, reference.held_out, reference.held_out_records)
+    row.update({f"agreement_{k}": v for k, v in attribute_agreement(reference.reader, tiles, source.held_out_records, described).items()})
+    tstr = train_and_test(source.train_tiles, reference.train_records, reference.held_out, reference.held_out_records,
+                          reference.held_out_tile_features)
     return {**row, **{f"tstr_{k}": v for k, v in tstr.items()}, **(source.extra or {})}
 
+# %% ../nbs/05_memorisation.ipynb #37b9df6c
 def audit_sources(reference: RealReference, sources: dict,  # name -> TileSource
                  ) -> dict:
     "Each source's memorisation audit, all from one pass over the training set: name -> `MemorisationAudit`."
@@ -248,6 +256,7 @@ def judge_sources(reference: RealReference, sources: dict,  # name -> TileSource
     for name, audit in audits.items(): rows[name]["copy_rate"] = audit.copy_rate
     return rows, audits
 
+# %% ../nbs/05_memorisation.ipynb #5ccc39f0
 def generator_source(generator,  # any dermlab generator: only `generate` (and its encoder's columns) are used
                      reference: RealReference,
                     ) -> TileSource:
@@ -260,7 +269,6 @@ def generator_source(generator,  # any dermlab generator: only `generate` (and i
     fidelity = conditional_fidelity(generator, reference.held_out_records, seed=reference.seed)
     extra = {**{k: v for k, v in fidelity.items() if k.endswith("correlation")}, "seconds_per_tile": seconds}
     return TileSource(held_out_tiles, reference.held_out_records, train_tiles, extra=extra)
-
 
 # %% ../nbs/05_memorisation.ipynb #e307af27
 REVIEW_ANSWERS = ("real", "synthetic")

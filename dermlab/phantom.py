@@ -13,7 +13,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from .colour import individual_typology_angle, lab_to_rgb
-from .core import written_whole
+from .core import strand_points, written_whole
 from .data import ISIC2024_TRAIN_COLUMNS
 
 # %% auto #0
@@ -183,12 +183,10 @@ def _draw_hair(image: Image.Image, strands: int, rng: np.random.Generator):
     "Draw thin curved hair strands across the tile, dark or (sometimes) grey."
     size, draw = image.size[0], ImageDraw.Draw(image)
     for _ in range(strands):
-        start, bend, end = rng.uniform(-0.1, 1.1, (3, 2)) * size
-        t = np.linspace(0, 1, 24)[:, None]
-        points = (1 - t) ** 2 * start + 2 * (1 - t) * t * bend + t**2 * end
+        points = strand_points(rng, size, spread=(-0.1, 1.1), points=24)  # from outside the tile, across it
         value = rng.uniform(35, 80) if rng.random() < 0.8 else rng.uniform(150, 190)
         shade = (int(value + 12), int(value + 4), int(value))  # brownish dark, or grey
-        draw.line([tuple(p) for p in points], fill=shade, width=1)
+        draw.line(points, fill=shade, width=1)
 
 # %% ../nbs/01_phantom.ipynb #2a106fd1
 def _mirror_overlap(mask: np.ndarray, centre: np.ndarray, axes: np.ndarray) -> float:

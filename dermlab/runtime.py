@@ -205,7 +205,7 @@ SMALL_GENERATOR_STEPS = 150
 "Training steps of a stand-in generator (`train_small_generator`): three epochs of 50."
 
 def train_small_generator(name: str,  # a key of `COURSE_GENERATORS`
-                          train,  # IsicData:  # training split
+                          train,  # IsicData, the training split
                           image_size: int,  # tile side in pixels
                           folder: str | Path,  # its run folder (resumed if present) and, in `generator/`, the saved generator
                           seed: int = 0,
@@ -235,6 +235,7 @@ def load_course_generators(run_folder: str | Path,  # the course's run folder (h
                            seed: int = 0,  # seed of a stand-in
                           ) -> dict:
     "The course's trained generators in `run_folder` at `image_size`, by name, each said where it came from; one missing is left out or stood in for."
+    import dermlab.deconv, dermlab.diffusion, dermlab.gan  # their kinds: a generator saved from its notebook may name module __main__
     from dermlab.generators import ConditionalGenerator
     generators = {}
     for name in names or COURSE_GENERATORS:

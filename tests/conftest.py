@@ -30,7 +30,7 @@ def phantom_tiles(phantom_dir):
     "Real training and held-out tiles of the shared phantom set, 32 px, with the training set itself."
     import warnings
     from dermlab.data import load_isic, split_by_patient
-    from dermlab.evaluate import read_tiles
+    from dermlab.data import read_tiles
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data = load_isic(phantom_dir)

@@ -66,3 +66,28 @@ def test_the_checker_sees_every_form_of_import():
               "    from . import evaluate\n    importlib.import_module('dermlab.classifier')\n    import numpy\n")
     assert imports_in(source) == {"data", "gan", "bias", "evaluate", "classifier"}
     assert "generators" in dermlab_imports("gan") and "core" in dermlab_imports("data")
+
+
+def test_no_method_is_attached_to_a_class_by_assignment():
+    "Methods live in their class or are added with fastcore's @patch, so that tracebacks and docs name them rightly."
+    attached = []
+    for module in FLOOR:
+        tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+        classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                for element in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                    if isinstance(element, ast.Attribute) and getattr(element.value, "id", None) in classes:
+                        attached.append(f"{module}.{element.value.id}.{element.attr}")
+    assert attached == [], f"attached by assignment: {attached}"
+
+
+def test_the_gan_and_the_diffusion_model_train_through_one_loop():
+    from dermlab.diffusion import DiffusionGenerator
+    from dermlab.gan import ConditionalGan
+    from dermlab.generators import CustomLoopGenerator
+    assert ConditionalGan.fit is DiffusionGenerator.fit is CustomLoopGenerator.fit
+    assert CustomLoopGenerator.fit.__qualname__ == "CustomLoopGenerator.fit"
+    for kind in (ConditionalGan, DiffusionGenerator):  # each fills in the hooks, none overrides the loop
+        assert {"replica_step", "checkpointed", "trained_step_count", "training_config"} <= set(vars(kind)), kind

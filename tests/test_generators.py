@@ -31,7 +31,8 @@ QUICK_BUDGET = dict(epochs=6, steps_per_epoch=50)  # 300 steps of 32 tiles: the 
 
 def judged(generator, held_out):
     "Conditional fidelity and realism against real held-out tiles of the same records."
-    from dermlab.evaluate import compare_with_real, conditional_fidelity, read_tiles
+    from dermlab.data import read_tiles
+    from dermlab.evaluate import compare_with_real, conditional_fidelity
     real, records = read_tiles(held_out, generator.image_size, n=96)
     fidelity = conditional_fidelity(generator, held_out.table, n_per_row=2, seed=0)
     report = {**{k: v for k, v in fidelity.items() if k.endswith("correlation")}, **compare_with_real(generator, real, records)}
