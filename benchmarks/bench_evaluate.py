@@ -12,6 +12,9 @@
    it extrapolates to ISIC 2024's 401,059 training images.
 2. Feature extraction, images per second: dermlab's features (attribute network and tile_features, 32 px), and
    InceptionV3 at 299 px with random weights (the same computation as with ImageNet weights; nothing is downloaded).
+3. The comparison table of 05_memorisation (the real row and three generators), before and after its audit became one
+   pass over the training set: `python benchmarks/bench_evaluate.py --table --before /tmp/before` runs
+   benchmarks/bench_comparison_table.py (see there; /tmp/before is a checkout of the old version).
 Prints one JSON document with the CPU model: compare ratios within one run, not seconds across machines.
 """
 import argparse, itertools, json, statistics, sys, threading, time, warnings
@@ -60,7 +63,13 @@ def main():
     parser.add_argument("--generated", type=int, default=1000)
     parser.add_argument("--training", type=int, nargs="+", default=[10000, 50000])
     parser.add_argument("--reference", type=int, default=500)
-    args = parser.parse_args()
+    parser.add_argument("--table", action="store_true", help="benchmark the comparison table instead (bench_comparison_table.py)")
+    args, rest = parser.parse_known_args()
+    if args.table:
+        import bench_comparison_table
+        sys.argv = [sys.argv[0], *rest]
+        return bench_comparison_table.main()
+    if rest: parser.error(f"unrecognized arguments: {' '.join(rest)}")
     warnings.simplefilter("ignore")
     import numpy as np
     from dermlab.data import split_by_patient

@@ -754,7 +754,7 @@ def balanced_stream(targets,  # 1 malignant, 0 benign, one per row (missing: ben
                    ):
     "Malignant and benign rows drawn with equal probability, each class from its own stream, without end."
     import tensorflow as tf
-    positive = np.nan_to_num(np.asarray(targets, dtype=float)) == 1
+    positive = pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce").fillna(0).to_numpy() == 1
     if not positive.any() or positive.all(): raise DermlabDataError("balance_classes needs both malignant and benign tiles")
     rows = np.arange(len(positive))
     parts = [part_stream(rows[~positive], 0), part_stream(rows[positive], 1)]

@@ -5,7 +5,7 @@
 # %% ../nbs/04_diffusion.ipynb #109e9112
 from __future__ import annotations
 import functools, math, time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import pandas as pd
 
 from fastcore.basics import patch
 
-from .core import WeightsUnavailable, check_choice, import_keras_cv, keras_cache_folder, require_weights
+from .core import DermlabDataError, WeightsUnavailable, check_choice, import_keras_cv, keras_cache_folder, require_weights
 from .data import TabularEncoder
 from .generators import CompiledStep, ConditionalGenerator, CustomLoopGenerator, TrainingOptions, move_average_weights
 
@@ -211,12 +211,17 @@ DIFFUSION_CURVES = {"loss (mean squared error of the prediction)": ["loss"],
 "The panels of a diffusion run's `curves.png`."
 
 def _sampling_setting(name: str, check):
-    "A sampling setting of `diffusion_config`, checked when set and copied into `config` (so that `version` changes with it)."
+    "A sampling setting of `diffusion_config`, checked when set (`config`, and so `version`, follow it)."
     def set_value(self, value):
         check(value)
         self.diffusion_config = replace(self.diffusion_config, **{name: value})
-        self.config[name] = value
     return property(lambda self: getattr(self.diffusion_config, name), set_value, doc=f"`{name}` used by `generate` (settable)")
+
+def _config_of(saved: dict) -> DiffusionConfig:
+    "A `DiffusionConfig` from a saved description's settings; unknown settings are a one-line error."
+    unknown = sorted(set(saved) - {field.name for field in fields(DiffusionConfig)})
+    if unknown: raise DermlabDataError(f"diffusion settings {unknown} unknown to this dermlab: saved by another version?")
+    return DiffusionConfig(**saved)
 
 def _check_sampler(value):
     if value not in SAMPLER_NAMES: raise ValueError(f"sampler={value!r}: choose one of {list(SAMPLER_NAMES)}")
@@ -235,6 +240,8 @@ class DiffusionGenerator(CustomLoopGenerator):
     sampler = _sampling_setting("sampler", _check_sampler)
     sampling_steps = _sampling_setting("sampling_steps", _check_steps)
     guidance_scale = _sampling_setting("guidance_scale", _check_scale)
+    config = property(lambda self: asdict(self.diffusion_config),  # what version and generator.json read: the config, as a dict
+                      lambda self, saved: setattr(self, "diffusion_config", _config_of(saved)), doc="`diffusion_config` as a dict")
 
     def __init__(self, encoder: TabularEncoder,  # fitted on the training split
                  config: DiffusionConfig = None,
@@ -349,9 +356,9 @@ def save_networks(self: DiffusionGenerator, folder: Path):
 
 @patch(cls_method=True)
 def load_networks(cls: DiffusionGenerator, folder: Path, description: dict) -> dict:
-    "The saved EMA denoiser, as the network that samples, and the config rebuilt from what was saved: its one source of truth."
+    "The saved EMA denoiser, as the network that samples (the config was rebuilt from `generator.json` already, through `config`)."
     import keras
-    return {"network": keras.models.load_model(folder / "denoiser.keras"), "diffusion_config": DiffusionConfig(**description["config"])}
+    return {"network": keras.models.load_model(folder / "denoiser.keras")}
 
 # %% ../nbs/04_diffusion.ipynb #e0ba3761
 STABLE_DIFFUSION_FILES = {

@@ -130,9 +130,11 @@ class ConditionalGenerator:
         if not issubclass(kind_class, cls):
             raise DermlabDataError(f"{description_path}: holds a {description['kind']!r}, not a {cls.__name__}")
         generator = kind_class.__new__(kind_class)
-        ConditionalGenerator.__init__(generator, TabularEncoder.load(folder / "encoder.json"), None, description["image_size"],
-                                      description["noise_shape"], description["config"])
-        for name, value in kind_class.load_networks(folder, description).items(): setattr(generator, name, value)
+        try:
+            ConditionalGenerator.__init__(generator, TabularEncoder.load(folder / "encoder.json"), None, description["image_size"],
+                                          description["noise_shape"], description["config"])
+            for name, value in kind_class.load_networks(folder, description).items(): setattr(generator, name, value)
+        except DermlabDataError as error: raise DermlabDataError(f"{description_path}: {error}") from None
         generator.trained_steps, generator.trained_epochs = description["trained_steps"], description.get("trained_epochs", 0)
         generator.generation_only = True
         return generator
@@ -419,9 +421,11 @@ def fit(self: CustomLoopGenerator,
     config = self.training_config
     run = TrainingRun(self, run_dir, data.table, seed=config.seed, panels=self.curves, checkpointed=self.checkpointed())
     total = steps_per_epoch or max(len(data) // config.batch_size, 1)
+    # resumed, the plain stream starts at the batches the finished epochs drew; the endless balanced one cannot skip, so it is reseeded
     dataset = make_image_dataset(data, self.encoder, image_size=config.image_size, batch_size=config.batch_size,
-                                 balance_classes=balance_classes, drop_remainder=True, seed=config.seed,
-                                 resume_at=0 if balance_classes else run.epochs_done * total)  # resumed: the next batches
+                                 balance_classes=balance_classes, drop_remainder=True,
+                                 seed=config.seed + (run.epochs_done if balance_classes else 0),
+                                 resume_at=0 if balance_classes else run.epochs_done * total)
     batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))  # epochs of `total` steps, whatever the data's size
     step = self.compiled_step if compiled else self.distributed_step
     for epoch in range(run.epochs_done, epochs):

@@ -119,7 +119,7 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
     def pixel_queries(tiles, chunk=256):  # every alignment of every tile, as rows: a chunk of tiles' variants at a time
         vectors = [pixel_vectors(aligned_variants(tiles[start:start + chunk], shift).reshape(-1, *tiles.shape[1:]), grid)
                    for start in range(0, len(tiles), chunk)]
-        return np.concatenate(vectors), variants_of
+        return (np.concatenate(vectors) if vectors else np.zeros((0, 3 * grid * grid), np.float32)), variants_of
     def feature_queries(tiles):
         variants = aligned_variants(tiles, 0)
         return unit_rows(features(variants.reshape(-1, *tiles.shape[1:]))), variants.shape[1]

@@ -207,3 +207,22 @@ def test_diffusion_resumed_after_a_kill_ends_where_an_unbroken_run_ends(small_se
     for weights_a, weights_b in zip(a.network.get_weights(), b.network.get_weights()):  # the EMA weights used for sampling
         assert np.allclose(weights_a, weights_b, atol=1e-5)
     assert np.abs(a.generate(small_set.table.head(4), seed=1).astype(int) - b.generate(small_set.table.head(4), seed=1)).max() <= 1
+
+
+def test_a_loaded_diffusion_model_has_one_config_and_refuses_unknown_settings(small_set, tmp_path):
+    "The sampling settings live in `diffusion_config`; `config` and the version follow; a loaded model rebuilds it from generator.json."
+    import dermlab.diffusion as diffusion
+    from dermlab.core import DermlabDataError
+    from dermlab.generators import ConditionalGenerator
+    model = diffusion.DiffusionGenerator(TabularEncoder.for_table(small_set.table), diffusion.DiffusionConfig(
+        image_size=16, widths=(16, 32), blocks_per_level=1, attention=False, embedding_dim=32, batch_size=8, sampling_steps=3, jit_compile=False))
+    version = model.version
+    model.sampling_steps = 2
+    assert model.diffusion_config.sampling_steps == model.config["sampling_steps"] == 2 and model.version != version
+    loaded = ConditionalGenerator.load(model.save(tmp_path / "model"))
+    assert loaded.diffusion_config == model.diffusion_config and loaded.version == model.version
+    saved = json.loads((tmp_path / "model" / "generator.json").read_text())
+    saved["config"]["denoiser_depth"] = 3
+    (tmp_path / "model" / "generator.json").write_text(json.dumps(saved))
+    with pytest.raises(DermlabDataError, match=r"generator\.json: diffusion settings \['denoiser_depth'\] unknown"):
+        ConditionalGenerator.load(tmp_path / "model")
