@@ -36,13 +36,13 @@ def time_rounds(steps: dict, batch, rounds: int) -> dict:
             times[name].append(time.perf_counter() - start)
     return times
 
-def phantom(name: str, n_images: int):
+def phantom(name: str, n_images: int, seed: int = 7):
     "A phantom set under runs/bench, rendered once (small source tiles: they are trained at 32 px)."
     from dermlab.data import load_isic
     from dermlab.phantom import make_phantom_isic
     folder = ROOT / "runs" / "bench" / name
     if not (folder / "phantom-card.json").exists():
-        make_phantom_isic(folder, n_images=n_images, n_patients=n_images // 10, image_size_range=(48, 72), seed=7)
+        make_phantom_isic(folder, n_images=n_images, n_patients=n_images // 10, image_size_range=(48, 72), seed=seed)
     return load_isic(folder)
 
 def steps_to_lesions(threshold: float, check_every: int, max_steps: int, image_size: int, batch_size: int) -> dict:

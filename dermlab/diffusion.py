@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_diffusion.ipynb #109e9112
 from __future__ import annotations
-import functools, math, time
+import contextlib, functools, math, time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -18,11 +18,12 @@ from .data import TabularEncoder
 from .generators import CompiledStep, ConditionalGenerator, CustomLoopGenerator, TrainingOptions, move_average_weights
 
 # %% auto #0
-__all__ = ['SCHEDULE_NAMES', 'PREDICTION_NAMES', 'SAMPLER_NAMES', 'DENOISER_SIZES', 'DIFFUSION_CURVES', 'STABLE_DIFFUSION_FILES',
-           'SITE_WORDS', 'SKIN_WORDS', 'cosine_alphas_cumprod', 'make_noise_scheduler', 'signal_fractions',
-           'DiffusionConfig', 'SinusoidalEmbedding', 'FeatureModulation', 'build_denoiser', 'training_target',
-           'split_prediction', 'DiffusionGenerator', 'ddim_steps', 'StableDiffusionUnavailable', 'record_prompt',
-           'missing_stable_diffusion_files', 'load_stable_diffusion', 'StableDiffusionGenerator']
+__all__ = ['SCHEDULE_NAMES', 'PREDICTION_NAMES', 'LOSS_WEIGHTINGS', 'SAMPLER_NAMES', 'DENOISER_SIZES', 'DIFFUSION_CURVES',
+           'CHECK_SAMPLING_STEPS', 'STABLE_DIFFUSION_FILES', 'SITE_WORDS', 'SKIN_WORDS', 'cosine_alphas_cumprod',
+           'make_noise_scheduler', 'signal_fractions', 'DiffusionConfig', 'SinusoidalEmbedding', 'FeatureModulation',
+           'build_denoiser', 'training_target', 'loss_weights', 'split_prediction', 'DiffusionGenerator', 'ddim_steps',
+           'StableDiffusionUnavailable', 'record_prompt', 'missing_stable_diffusion_files', 'load_stable_diffusion',
+           'StableDiffusionGenerator']
 
 # %% ../nbs/04_diffusion.ipynb #9b76a05e
 SCHEDULE_NAMES = ("cosine", "linear")
@@ -64,6 +65,9 @@ def signal_fractions(schedule: str = "cosine", train_timesteps: int = 1000) -> n
 PREDICTION_NAMES = ("velocity", "noise")
 "What the denoiser predicts (see `DiffusionConfig.prediction`)."
 
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+"How `DiffusionConfig.loss_weighting` weighs the steps: all alike, or Min-SNR (Hang et al., 2023: low-noise steps count less)."
+
 SAMPLER_NAMES = ("ddim", "ddpm")
 "The samplers of a `DiffusionGenerator`: DDIM (deterministic, few steps) or KerasCV's DDPM step (all T steps)."
 
@@ -88,6 +92,8 @@ class DiffusionConfig(TrainingOptions):
     schedule: str = "cosine"  # "cosine" or "linear" (KerasCV's betas)
     train_timesteps: int = 1000  # T, the steps of the forward process
     prediction: str = "velocity"  # "velocity" (v = sqrt(ᾱ) ε - sqrt(1-ᾱ) x0) or "noise" (ε, as in DDPM)
+    loss_weighting: str = "min_snr"  # "uniform" or "min_snr": each example's loss times min(SNR, gamma) over the prediction's own weight
+    min_snr_gamma: float = 5.0  # the signal-to-noise ratio above which a step counts no more
     # classifier-free guidance and sampling
     record_drop_rate: float = 0.1  # fraction of training examples whose record is dropped
     guidance_scale: float = 2.0  # at sampling: 0 ignores the record, 1 follows it plainly, above 1 insists
@@ -107,10 +113,12 @@ class DiffusionConfig(TrainingOptions):
         if self.image_size < 8 or self.image_size & (self.image_size - 1) or self.image_size % levels:
             raise ValueError(f"image_size={self.image_size}: use a power of two >= 8 that {len(self.widths)} levels can halve")
         if any(width % self.groups for width in self.widths): raise ValueError(f"groups={self.groups} must divide every width {self.widths}")
-        for name, choices in [("schedule", SCHEDULE_NAMES), ("prediction", PREDICTION_NAMES), ("sampler", SAMPLER_NAMES)]:
+        for name, choices in [("schedule", SCHEDULE_NAMES), ("prediction", PREDICTION_NAMES), ("sampler", SAMPLER_NAMES),
+                              ("loss_weighting", LOSS_WEIGHTINGS)]:
             check_choice(name, getattr(self, name), choices)
         self.check_training_options()
         if not 0 <= self.record_drop_rate < 1: raise ValueError(f"record_drop_rate={self.record_drop_rate}: use 0 <= rate < 1")
+        if not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma={self.min_snr_gamma}: a ratio > 0 (5 in Hang et al.)")
 
 # %% ../nbs/04_diffusion.ipynb #b43cb76b
 import keras  # the two layers below subclass keras.layers.Layer
@@ -194,6 +202,16 @@ def training_target(images, noise, alphas_cumprod, prediction: str = "velocity")
     signal = tf.reshape(tf.cast(alphas_cumprod, images.dtype), (-1, 1, 1, 1))
     return tf.sqrt(signal) * noise - tf.sqrt(1 - signal) * images
 
+def loss_weights(alphas_cumprod,  # signal fractions ᾱ_t, one per example (a tensor)
+                 config: DiffusionConfig,
+                ):
+    "Each example's loss weight: 1, or Min-SNR's min(SNR, γ) over the weight the prediction puts on the clean tile's error."
+    import tensorflow as tf
+    if config.loss_weighting == "uniform": return tf.ones_like(alphas_cumprod)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clean_weight = snr + 1 if config.prediction == "velocity" else snr  # a velocity's error is x0's times sqrt(SNR + 1), noise's sqrt(SNR)
+    return tf.minimum(snr, config.min_snr_gamma) / clean_weight
+
 def split_prediction(prediction: np.ndarray,  # the denoiser's output
                      noisy: np.ndarray,  # the tiles it saw, x_t
                      alpha_cumprod: float,  # their signal fraction ᾱ_t
@@ -206,7 +224,7 @@ def split_prediction(prediction: np.ndarray,  # the denoiser's output
     return clean, (noisy - signal * clean) / max(noise_part, 1e-8)
 
 # %% ../nbs/04_diffusion.ipynb #333b0e35
-DIFFUSION_CURVES = {"loss (mean squared error of the prediction)": ["loss"],
+DIFFUSION_CURVES = {"loss (weighted mean squared error of the prediction)": ["loss"],
                     "diversity of the fixed records' images": ["noise_diversity", "condition_diversity"]}
 "The panels of a diffusion run's `curves.png`."
 
@@ -273,10 +291,11 @@ class DiffusionGenerator(CustomLoopGenerator):
         steps = keras.random.randint((batch,), 0, config.train_timesteps, seed=self.seeds, dtype="int32")
         noisy = self.scheduler.add_noise(images, noise, steps)
         keep = tf.cast(keras.random.uniform((batch, 1), seed=self.seeds) >= config.record_drop_rate, tf.float32)
-        target = training_target(images, noise, tf.gather(tf.cast(self.scheduler.alphas_cumprod, tf.float32), steps), config.prediction)
+        fractions = tf.gather(tf.cast(self.scheduler.alphas_cumprod, tf.float32), steps)
+        target = training_target(images, noise, fractions, config.prediction)
         with tf.GradientTape() as tape:
             predicted = tf.cast(self.denoiser([noisy, steps, conditions, keep], training=True), tf.float32)
-            per_example = tf.reduce_mean(tf.square(predicted - target), axis=[1, 2, 3])
+            per_example = loss_weights(fractions, config) * tf.reduce_mean(tf.square(predicted - target), axis=[1, 2, 3])
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
             scaled_loss = config.scaled_loss(self.optimizer, loss)
         self.optimizer.apply(tape.gradient(scaled_loss, self.denoiser.trainable_variables), self.denoiser.trainable_variables)
@@ -347,6 +366,18 @@ def checkpointed(self: DiffusionGenerator) -> dict:
 def trained_step_count(self: DiffusionGenerator) -> int:
     "The loop's hook: the optimizer's step count."
     return int(self.optimizer.iterations.numpy())
+
+CHECK_SAMPLING_STEPS = 10
+"DDIM steps of each epoch's diversity check and sample grid: enough to see the trend, a bounded share of an epoch's time."
+
+@patch
+@contextlib.contextmanager
+def epoch_checks(self: DiffusionGenerator):
+    "The loop's hook: draw each epoch's checks with at most `CHECK_SAMPLING_STEPS` DDIM steps, then restore the setting."
+    chosen = self.sampling_steps
+    self.sampling_steps = min(chosen, CHECK_SAMPLING_STEPS)
+    try: yield
+    finally: self.sampling_steps = chosen
 
 # %% ../nbs/04_diffusion.ipynb #190a412d
 @patch

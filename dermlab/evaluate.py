@@ -18,16 +18,32 @@ from .data import IsicData, make_image_dataset, read_tiles
 from .generators import diversity_of, sample_diversity
 
 # %% auto #0
-__all__ = ['REALISM_MEASURES', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'measure_tiles',
+__all__ = ['REALISM_MEASURES', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'texture_of', 'measure_tiles',
            'realism_ratios', 'tile_features', 'two_sample_test', 'show_tile_rows', 'image_sharpness',
            'fidelity_requests', 'fidelity_of', 'conditional_fidelity', 'compare_with_real', 'FeaturesUnavailable',
            'TileFeatures', 'inception_features', 'AttributeNetwork', 'attribute_columns', 'build_attribute_network',
            'train_attribute_network', 'frechet_distance', 'kernel_distance', 'precision_recall',
            'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
 
+# %% ../nbs/05_evaluate.ipynb #14d4d9b0
+def texture_of(lightness: np.ndarray,  # the tile's L* (size, size), unsmoothed
+               lesion: np.ndarray,  # bool mask of the lesion
+               band: int,  # width in pixels of the border band where the skin is measured
+              ) -> dict:
+    "Variance of the Laplacian of L* on the skin of the border band and inside the lesion (its rim left out): NaN where too few pixels."
+    from scipy import ndimage
+    laplacian = ndimage.laplace(lightness.astype(np.float64), mode="nearest")
+    skin = np.ones(lightness.shape, bool)
+    skin[band:-band, band:-band] = False  # the border band, where ISIC crops show skin
+    skin[[0, -1]], skin[:, [0, -1]] = False, False  # the tile's edge: half of its Laplacian is the padding
+    skin &= ~ndimage.binary_dilation(lesion, iterations=2)  # skin only, away from the lesion's border
+    inside = ndimage.binary_erosion(lesion, iterations=2)  # the lesion without its border, whose edge is not texture
+    variance = lambda mask: float(laplacian[mask].var()) if mask.sum() >= 8 else float("nan")
+    return {"skin_texture": variance(skin), "lesion_texture": variance(inside)}
+
 # %% ../nbs/05_evaluate.ipynb #424193d4
 def measure_tiles(images: np.ndarray) -> pd.DataFrame:  # uint8 tiles (n, size, size, 3)
-    "Skin colour and ITA, lesion contrast, lesion diameter (px) and border gradient of each tile."
+    "Skin colour and ITA, lesion contrast, diameter (px) and border gradient, and the texture of skin and lesion, of each tile."
     from scipy import ndimage
     rows = []
     for image in images:
@@ -46,12 +62,13 @@ def measure_tiles(images: np.ndarray) -> pd.DataFrame:  # uint8 tiles (n, size, 
         gradient = np.hypot(*np.gradient(lightness))
         rows.append({"skin_L": float(skin_lightness), "skin_ita": float(estimate["ita"]),  # NaN where the ITA is undefined
                      "lesion_contrast": contrast, "lesion_diameter_px": 2 * math.sqrt(lesion.sum() / math.pi),
-                     "border_gradient": float(gradient[boundary].mean()) if boundary.any() else 0.0})
+                     "border_gradient": float(gradient[boundary].mean()) if boundary.any() else 0.0,
+                     **texture_of(lab[..., 0], lesion, margin)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/05_evaluate.ipynb #ef619b01
-REALISM_MEASURES = ("lesion_contrast", "border_gradient", "lesion_diameter_px")
-"The lesion measures whose medians `realism_ratios` compares, generated over real."
+REALISM_MEASURES = ("lesion_contrast", "border_gradient", "lesion_diameter_px", "skin_texture", "lesion_texture")
+"The measures whose medians `realism_ratios` compares, generated over real: the lesion's, then the texture of skin and lesion."
 
 def realism_ratios(generated: pd.DataFrame,  # `measure_tiles` of generated tiles
                    real: pd.DataFrame,  # `measure_tiles` of real tiles of the same records

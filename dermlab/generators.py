@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_generators.ipynb #72aa06ab
 from __future__ import annotations
-import hashlib, importlib, io, json, math, statistics, time
+import contextlib, hashlib, importlib, io, json, math, statistics, time
 from pathlib import Path
 
 import h5py
@@ -396,6 +396,10 @@ class CustomLoopGenerator(ConditionalGenerator):
     def update_ema(self):
         "The hook: what runs once after the replicas' step (the moving average of the weights); nothing by default."
 
+    def epoch_checks(self):
+        "The hook: the context in which each epoch's diversity check and sample grid are drawn (as `generate` draws, by default)."
+        return contextlib.nullcontext()
+
     def epoch_row(self, row: dict, epoch: int) -> dict:
         "The hook: the epoch's row (mean statistics, seconds, diversity) with what the model adds; `epoch` counts from 0."
         return row
@@ -439,8 +443,9 @@ def fit(self: CustomLoopGenerator,
             if broken:
                 raise FloatingPointError(f"epoch {epoch + 1}: {broken[0]} became {statistics[broken[0]]}: training diverged; lower the learning rate")
         row = {name: value / total for name, value in sums.items()}
-        row.update(training_seconds=time.perf_counter() - started, **sample_diversity(self, run.records, seed=config.seed))
-        row = run.end_epoch(self.epoch_row(row, epoch), self.trained_step_count())
+        with self.epoch_checks():  # the epoch's diversity check and sample grid (an iterative sampler may draw them cheaper)
+            row.update(training_seconds=time.perf_counter() - started, **sample_diversity(self, run.records, seed=config.seed))
+            row = run.end_epoch(self.epoch_row(row, epoch), self.trained_step_count())
         if progress: print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
     return pd.DataFrame(run.history)
 

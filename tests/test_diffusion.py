@@ -83,7 +83,7 @@ DISTRIBUTED_RUN = textwrap.dedent("""
     from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
     data = load_isic(sys.argv[1])
     encoder = TabularEncoder().fit(data.table)
-    config = DiffusionConfig(**{{**{tiny}, "jit_compile": "auto", "prediction": "noise"}})
+    config = DiffusionConfig(**{{**{tiny}, "jit_compile": "auto", "prediction": "noise", "loss_weighting": "uniform"}})  # a plain mean
     model = DiffusionGenerator(encoder, config, strategy=strategy)
     batch = next(iter(strategy.experimental_distribute_dataset(
         make_image_dataset(data, encoder, image_size=16, batch_size=8, drop_remainder=True))))
@@ -226,3 +226,18 @@ def test_a_loaded_diffusion_model_has_one_config_and_refuses_unknown_settings(sm
     (tmp_path / "model" / "generator.json").write_text(json.dumps(saved))
     with pytest.raises(DermlabDataError, match=r"generator\.json: diffusion settings \['denoiser_depth'\] unknown"):
         ConditionalGenerator.load(tmp_path / "model")
+
+def test_epoch_checks_draw_with_fewer_steps_and_restore_the_setting(small_set, tmp_path, monkeypatch):
+    "The loop's per-epoch diversity check and grid sample with CHECK_SAMPLING_STEPS; generate afterwards uses the chosen steps."
+    from dermlab import diffusion as module
+    from dermlab.diffusion import DiffusionConfig, DiffusionGenerator
+    model = DiffusionGenerator(TabularEncoder.for_table(small_set.table), DiffusionConfig(**{**TINY, "sampling_steps": 7}))
+    monkeypatch.setattr(module, "CHECK_SAMPLING_STEPS", 2)
+    seen = []
+    sample_batch = DiffusionGenerator.sample_batch
+    monkeypatch.setattr(DiffusionGenerator, "sample_batch", lambda self, *a: seen.append(self.sampling_steps) or sample_batch(self, *a))
+    model.fit(small_set, epochs=1, run_dir=tmp_path / "run", steps_per_epoch=2, progress=False, compiled=False)
+    assert seen and set(seen) == {2} and model.sampling_steps == 7 and model.diffusion_config.sampling_steps == 7
+    with pytest.raises(RuntimeError, match="inside"):
+        with model.epoch_checks(): raise RuntimeError("inside")
+    assert model.sampling_steps == 7  # restored after a failure too
