@@ -224,7 +224,7 @@ def split_prediction(prediction: np.ndarray,  # the denoiser's output
     return clean, (noisy - signal * clean) / max(noise_part, 1e-8)
 
 # %% ../nbs/04_diffusion.ipynb #333b0e35
-DIFFUSION_CURVES = {"loss (weighted mean squared error of the prediction)": ["loss"],
+DIFFUSION_CURVES = {"loss (mean squared error of the prediction, weighted by loss_weighting)": ["loss"],
                     "diversity of the fixed records' images": ["noise_diversity", "condition_diversity"]}
 "The panels of a diffusion run's `curves.png`."
 
@@ -239,7 +239,7 @@ def _config_of(saved: dict) -> DiffusionConfig:
     "A `DiffusionConfig` from a saved description's settings; unknown settings are a one-line error."
     unknown = sorted(set(saved) - {field.name for field in fields(DiffusionConfig)})
     if unknown: raise DermlabDataError(f"diffusion settings {unknown} unknown to this dermlab: saved by another version?")
-    return DiffusionConfig(**saved)
+    return DiffusionConfig(**{"loss_weighting": "uniform", **saved})  # saved before the setting existed: trained on the plain mean
 
 def _check_sampler(value):
     if value not in SAMPLER_NAMES: raise ValueError(f"sampler={value!r}: choose one of {list(SAMPLER_NAMES)}")
@@ -373,11 +373,11 @@ CHECK_SAMPLING_STEPS = 10
 @patch
 @contextlib.contextmanager
 def epoch_checks(self: DiffusionGenerator):
-    "The loop's hook: draw each epoch's checks with at most `CHECK_SAMPLING_STEPS` DDIM steps, then restore the setting."
-    chosen = self.sampling_steps
-    self.sampling_steps = min(chosen, CHECK_SAMPLING_STEPS)
+    "The loop's hook: draw each epoch's checks with DDIM in at most `CHECK_SAMPLING_STEPS` steps, then restore the settings."
+    sampler, steps = self.sampler, self.sampling_steps
+    self.sampler, self.sampling_steps = "ddim", min(steps, CHECK_SAMPLING_STEPS)  # DDPM's 1000 steps would ignore the count
     try: yield
-    finally: self.sampling_steps = chosen
+    finally: self.sampler, self.sampling_steps = sampler, steps
 
 # %% ../nbs/04_diffusion.ipynb #190a412d
 @patch

@@ -28,12 +28,12 @@ __all__ = ['REALISM_MEASURES', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'N
 # %% ../nbs/05_evaluate.ipynb #14d4d9b0
 def texture_of(lightness: np.ndarray,  # the tile's L* (size, size), unsmoothed
                lesion: np.ndarray,  # bool mask of the lesion
-               band: int,  # width in pixels of the border band where the skin is measured
+               band: int,  # width in pixels of the border band where the skin is measured (at least 2 are used)
               ) -> dict:
     "Variance of the Laplacian of L* on the skin of the border band and inside the lesion (its rim left out): NaN where too few pixels."
     from scipy import ndimage
     laplacian = ndimage.laplace(lightness.astype(np.float64), mode="nearest")
-    skin = np.ones(lightness.shape, bool)
+    skin, band = np.ones(lightness.shape, bool), max(band, 2)  # a band of 1 would be the edge alone, left out below
     skin[band:-band, band:-band] = False  # the border band, where ISIC crops show skin
     skin[[0, -1]], skin[:, [0, -1]] = False, False  # the tile's edge: half of its Laplacian is the padding
     skin &= ~ndimage.binary_dilation(lesion, iterations=2)  # skin only, away from the lesion's border
@@ -73,7 +73,7 @@ REALISM_MEASURES = ("lesion_contrast", "border_gradient", "lesion_diameter_px", 
 def realism_ratios(generated: pd.DataFrame,  # `measure_tiles` of generated tiles
                    real: pd.DataFrame,  # `measure_tiles` of real tiles of the same records
                   ) -> dict:
-    "Median of each lesion measure, generated over real (1: like the real tiles)."
+    "Median of each measure of `REALISM_MEASURES`, generated over real (1: like the real tiles)."
     ratio = lambda column: float(generated[column].median() / real[column].median()) if real[column].median() else float("nan")
     return {f"{column}_ratio": ratio(column) for column in REALISM_MEASURES}
 
