@@ -92,7 +92,7 @@ class DiffusionConfig(TrainingOptions):
     schedule: str = "cosine"  # "cosine" or "linear" (KerasCV's betas)
     train_timesteps: int = 1000  # T, the steps of the forward process
     prediction: str = "velocity"  # "velocity" (v = sqrt(ᾱ) ε - sqrt(1-ᾱ) x0) or "noise" (ε, as in DDPM)
-    loss_weighting: str = "min_snr"  # "uniform" or "min_snr": each example's loss times min(SNR, gamma) over the prediction's own weight
+    loss_weighting: str = "uniform"  # "uniform" or "min_snr": each example's loss times min(SNR, gamma) over the prediction's own weight
     min_snr_gamma: float = 5.0  # the signal-to-noise ratio above which a step counts no more
     # classifier-free guidance and sampling
     record_drop_rate: float = 0.1  # fraction of training examples whose record is dropped
