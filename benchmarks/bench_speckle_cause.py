@@ -9,7 +9,7 @@
    ratio barely moves with the settings, the speckle is the network's, not the sampler's.
 Prints one JSON document with the CPU model.
 """
-import argparse, json, os, sys, warnings
+import argparse, json, os, shlex, sys, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,7 +61,7 @@ def main():
         model.guidance_scale, model.sampling_steps = config.guidance_scale, config.sampling_steps
     model.network, model._predict = model.denoiser, None  # the raw weights (the cached sampler function is rebuilt)
     sampler["raw weights, DDIM 25"] = texture(model.generate(records, seed=0))
-    print(json.dumps({"command": " ".join(["python benchmarks/bench_speckle_cause.py", *sys.argv[1:]]), "cpu": cpu_model(),
+    print(json.dumps({"command": shlex.join(["python", "benchmarks/bench_speckle_cause.py", *sys.argv[1:]]), "cpu": cpu_model(),
                       "trained_steps": int(model.optimizer.iterations), "x0_skin_texture_ratio_by_step": by_step,
                       "sampled_skin_texture_ratio": sampler}, indent=1))
 
