@@ -28,8 +28,8 @@ __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TE
            'clean_table', 'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData',
            'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format',
            'load_isic', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
-           'restore_memory_allocator', 'jpeg_scale_for', 'balanced_stream', 'make_image_dataset', 'tile_blocks',
-           'read_tiles']
+           'subsample_by_patient', 'restore_memory_allocator', 'jpeg_scale_for', 'balanced_stream',
+           'make_image_dataset', 'tile_blocks', 'read_tiles']
 
 # %% ../nbs/01_data.ipynb #49444f65
 ISIC2024_TRAIN_COLUMNS = [
@@ -675,6 +675,31 @@ def assert_no_group_leak(table: pd.DataFrame, split: pd.Series, group: str = "pa
     crossing = splits_per_group.index[splits_per_group > 1]
     if len(crossing): raise DermlabDataError(f"{len(crossing)} '{group}' values cross splits, e.g. {list(crossing[:5])}")
 
+# %% ../nbs/01_data.ipynb #9a2412bb
+def subsample_by_patient(table: pd.DataFrame,  # canonical table
+                         max_tiles: int,  # tiles to keep at most
+                         tiles_per_patient: int = 10,  # tiles of one patient kept at most (the phantom's ten per patient)
+                         malignant_share: float = 0.5,  # malignant tiles kept at most, as a share of `max_tiles`
+                         seed: int = 0,  # the same seed gives the same rows
+                        ) -> np.ndarray:
+    "Sorted row positions of a patient-grouped sample of at most `max_tiles` rows that keeps the malignant tiles it can."
+    if len(table) <= max_tiles: return np.arange(len(table))
+    rng = np.random.default_rng(seed)
+    groups = pd.Series(group_labels(table.patient_id))
+    malignant = (table.target == 1).to_numpy() if "target" in table else np.zeros(len(table), bool)  # unlabelled: benign here
+    with_malignant = rng.permutation(groups[malignant].unique())
+    others = rng.permutation(groups[~groups.isin(with_malignant)].unique())
+    paired = min(len(with_malignant), len(others))
+    order = np.concatenate([np.column_stack([with_malignant[:paired], others[:paired]]).ravel(), with_malignant[paired:], others[paired:]])
+    patient_rank = pd.Series(np.arange(len(order)), index=order).loc[groups.to_numpy()].to_numpy()
+    tile_rank = (pd.Series(~malignant + rng.random(len(table))).groupby(groups).rank(method="first") - 1).to_numpy()  # malignant first
+    kept = tile_rank < tiles_per_patient
+    malignant_kept = np.flatnonzero(kept & malignant)
+    kept[malignant_kept[np.argsort(patient_rank[malignant_kept], kind="stable")][int(malignant_share * max_tiles):]] = False
+    rows = np.flatnonzero(kept)
+    rows = rows[np.lexsort((tile_rank[rows], patient_rank[rows]))][:max_tiles]
+    return np.sort(rows)
+
 # %% ../nbs/01_data.ipynb #54ff2394
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
 
@@ -751,14 +776,16 @@ def _decode_square(image_size: int, jpeg_scale: int):
 def balanced_stream(targets,  # 1 malignant, 0 benign, one per row (missing: benign)
                     part_stream,  # (rows, k) -> an endless tf.data stream of those rows; k is 0 for benign, 1 for malignant
                     seed: int = 0,
+                    malignant_share: float = 0.5,  # the probability of drawing a malignant row
                    ):
-    "Malignant and benign rows drawn with equal probability, each class from its own stream, without end."
+    "Malignant rows drawn with probability `malignant_share` (equal odds by default), each class from its own stream, without end."
     import tensorflow as tf
     positive = pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce").fillna(0).to_numpy() == 1
     if not positive.any() or positive.all(): raise DermlabDataError("balance_classes needs both malignant and benign tiles")
+    if not 0 < malignant_share < 1: raise DermlabDataError(f"malignant share {malignant_share}: a share between 0 and 1, both ends left out")
     rows = np.arange(len(positive))
     parts = [part_stream(rows[~positive], 0), part_stream(rows[positive], 1)]
-    return tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed)
+    return tf.data.Dataset.sample_from_datasets(parts, weights=[1 - malignant_share, malignant_share], seed=seed)
 
 # %% ../nbs/01_data.ipynb #e0c99697
 def make_image_dataset(data: IsicData,  # table and image store
@@ -768,7 +795,7 @@ def make_image_dataset(data: IsicData,  # table and image store
                        batch_size: int = 16,
                        value_range: tuple = (-1.0, 1.0),  # pixel range: (-1, 1) for tanh generators, (0, 1) for classifiers
                        shuffle: bool = True,  # a new order every epoch
-                       balance_classes: bool = False,  # draw malignant and benign tiles with equal probability
+                       balance_classes: bool | float = False,  # True: malignant and benign with equal odds; a number: malignant at that share
                        cache: bool | str | Path = False,  # keep decoded uint8 tiles: True in memory, or a file path
                        drop_remainder: bool = False,  # drop the last, smaller batch
                        seed: int = 0,
@@ -798,7 +825,8 @@ def make_image_dataset(data: IsicData,  # table and image store
 
     rows = np.arange(len(data))
     if balance_classes:
-        tiles = balanced_stream(data.table.target, lambda part, k: stream(part, shuffle, seed + k).repeat(), seed).take(len(data))
+        tiles = balanced_stream(data.table.target, lambda part, k: stream(part, shuffle, seed + k).repeat(), seed,
+                                malignant_share=0.5 if balance_classes is True else float(balance_classes)).take(len(data))
     else:
         tiles = stream(rows, shuffle, seed)
     if cache:

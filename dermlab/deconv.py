@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data import IsicData, TabularEncoder, make_image_dataset
-from .generators import ConditionalGenerator, TrainingRun, sample_diversity
+from .generators import ConditionalGenerator, TimeBudget, TrainingRun, sample_diversity
 
 # %% auto #0
 __all__ = ['DECONV_CURVES', 'DeconvConfig', 'build_deconv_decoder', 'DeconvGenerator']
@@ -70,6 +70,7 @@ class DeconvGenerator(ConditionalGenerator):
             run_dir: str | Path,  # checkpoints, samples, curves and history go here
             progress: bool = True,  # Keras prints one line per epoch (verbose=2)
             steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
+            minutes: float | None = None,  # time budget of this call: it stops after the epoch from which one more would overrun it
            ) -> pd.DataFrame:
         "Train with `model.fit`, resuming from the last checkpoint in `run_dir`; return the history."
         self.check_trainable()
@@ -82,10 +83,13 @@ class DeconvGenerator(ConditionalGenerator):
                                    ).repeat()  # resumed: the next batches (the noise input starts its sequence again)
         statistics = lambda logs: {"pixel_loss": float(logs["loss"]), **sample_diversity(self, run.records, seed=config.seed)}
         steps = lambda: int(self.network.optimizer.iterations.numpy())
+        budget = TimeBudget(minutes)
         self.network.fit(dataset, epochs=epochs, initial_epoch=run.epochs_done, shuffle=False, verbose=2 if progress else 0,
                          steps_per_epoch=per_epoch,  # a repeated stream: say where an epoch ends
-                         callbacks=[run.keras_callback(statistics, steps)])
-        return pd.DataFrame(run.history)
+                         callbacks=[run.keras_callback(statistics, steps), budget.keras_callback(epochs, run_dir)])
+        history = pd.DataFrame(run.history)
+        history.attrs["stopped_by_budget"] = budget.stopped
+        return history
 
 DECONV_CURVES = {"pixel loss (mean absolute error)": ["pixel_loss"], "diversity of the fixed records' images": ["noise_diversity", "condition_diversity"]}
 "The panels of a baseline run's `curves.png`."

@@ -17,9 +17,10 @@ from .data import IsicData, TabularEncoder, make_image_dataset
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'ConditionalGenerator', 'PaintedDiscGenerator',
-           'diversity_of', 'sample_diversity', 'fixed_records', 'save_sample_grid', 'save_curves', 'TrainingRun',
-           'CompiledStep', 'move_average_weights', 'run_on_replicas', 'TrainingOptions', 'CustomLoopGenerator',
+__all__ = ['GENERATOR_KINDS', 'load_generator', 'JIT_COMPILE_CHOICES', 'PLAN_WARMUP_STEPS', 'PLAN_STEPS', 'ConditionalGenerator',
+           'PaintedDiscGenerator', 'diversity_of', 'sample_diversity', 'fixed_records', 'save_sample_grid',
+           'save_curves', 'TrainingRun', 'CompiledStep', 'move_average_weights', 'run_on_replicas', 'TrainingOptions',
+           'CustomLoopGenerator', 'TimeBudget', 'training_plan', 'malignant_batch_share', 'rare_class_plan',
            'save_synthetic_set']
 
 # %% ../nbs/01_generators.ipynb #e76864c7
@@ -175,7 +176,9 @@ class PaintedDiscGenerator(ConditionalGenerator):
         self.check_trainable()
         run = TrainingRun(self, run_dir, data.table, seed=options.get("seed", 0))
         for epoch in range(run.epochs_done, epochs): run.end_epoch({"loss": 0.0}, steps=0)
-        return pd.DataFrame(run.history)
+        history = pd.DataFrame(run.history)
+        history.attrs["stopped_by_budget"] = False  # nothing to train: no budget to reach
+        return history
 
     def save_networks(self, folder): pass  # nothing learnt, nothing to save
 
@@ -408,6 +411,80 @@ class CustomLoopGenerator(ConditionalGenerator):
         "Run `replica_step` on every replica, then `update_ema`, and sum the statistics (eager: for learning and debugging)."
         return run_on_replicas(self.strategy, self.replica_step, batch, after=self.update_ema)
 
+# %% ../nbs/01_generators.ipynb #468e434b
+class TimeBudget:
+    "A training call's time budget: it ends after the epoch from which one more epoch, as long as the last, would overrun it."
+    def __init__(self, minutes: float | None):  # None or 0: no budget
+        self.minutes, self.started, self.stopped = minutes or None, time.perf_counter(), False
+
+    def left(self) -> str:
+        "The minutes left, for a progress bar."
+        return f"{max(self.minutes - (time.perf_counter() - self.started) / 60, 0):.1f} min"
+
+    def ends_after(self, epoch_seconds: float) -> bool:
+        "Whether to stop now, the last epoch having taken `epoch_seconds`."
+        return self.minutes is not None and time.perf_counter() - self.started + epoch_seconds > 60 * self.minutes
+
+    def stop_message(self, epoch: int, epochs: int, epoch_seconds: float, run_dir) -> str:
+        "What the run says when it stops at its budget (`epoch` counts from 1)."
+        spent = (time.perf_counter() - self.started) / 60
+        return (f"time budget: {spent:.1f} of {self.minutes:g} minutes spent, and an epoch takes {epoch_seconds / 60:.1f}: stopped after "
+                f"epoch {epoch} of {epochs}, checkpoint in {run_dir}. Run fit again (this session or a later one) to continue.")
+
+    def keras_callback(self, epochs: int, run_dir):  # `epochs`: the fit's total; run_dir: where its checkpoint is
+        "The budget for `model.fit` (list it after the checkpointing callback): training stops after the epoch that exhausts it."
+        import keras
+        budget = self
+        class StopAtBudget(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None): self.epoch_started = time.perf_counter()
+            def on_epoch_end(self, epoch, logs=None):
+                seconds = time.perf_counter() - self.epoch_started
+                if epoch + 1 < epochs and budget.ends_after(seconds):
+                    print(budget.stop_message(epoch + 1, epochs, seconds, run_dir), flush=True)
+                    budget.stopped = self.model.stop_training = True
+        return StopAtBudget()
+
+PLAN_WARMUP_STEPS, PLAN_STEPS = 9, 10
+"A `fit` call times its steps after the first nine (tracing, and `CompiledStep`'s trial of graph and XLA) to print its plan."
+
+def training_plan(epochs: int,  # epochs to go
+                  steps_per_epoch: int,  # steps of one epoch
+                  batch_size: int,  # images of one step
+                  seconds_per_step: float,  # measured on this hardware
+                  minutes: float | None = None,  # the time budget, if any
+                 ) -> str:
+    "One line: the steps and images to go, their minutes at the measured speed, and how many epochs the budget holds."
+    steps = epochs * steps_per_epoch
+    line = (f"plan: {epochs} epochs of {steps_per_epoch} steps to go ({steps:,} steps, {steps * batch_size:,} images); at "
+            f"{seconds_per_step:.3f} s a step (its first steps, here) about {steps * seconds_per_step / 60:.1f} minutes of steps")
+    if minutes:
+        holds = min(epochs, int(60 * minutes / (steps_per_epoch * seconds_per_step)))
+        line += (f"; the budget of {minutes:g} minutes holds about {holds} of those epochs (each epoch's checks and checkpoint come on top)"
+                 if holds else f"; the budget of {minutes:g} minutes holds less than an epoch: one is trained, then the run stops")
+    return line
+
+# %% ../nbs/01_generators.ipynb #22593d01
+def malignant_batch_share(targets,  # the training rows' targets (1 malignant)
+                          at_least: float,  # the least malignant share the batches should have; 0: the data's own
+                         ) -> float:
+    "The share to pass as `fit(balance_classes=...)`: `at_least` where the data has fewer malignant rows (and some), else 0 (its own)."
+    malignant = pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce").eq(1)
+    return float(at_least) if 0 < malignant.mean() < at_least else 0.0
+
+def rare_class_plan(targets,  # the training rows' targets (1 malignant)
+                    malignant_share: float,  # the share asked for in the batches; 0: the data's own
+                    images: int,  # images the run will draw
+                   ) -> str:
+    "One line: the malignant share of the batches against the data's, and how often each malignant and benign tile will be seen."
+    malignant = int((pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce") == 1).sum())
+    benign, natural = len(targets) - malignant, malignant / max(len(targets), 1)
+    share = malignant_share or natural
+    source = "the data's own" if not malignant_share else f"the data: {natural:.4f}"
+    line = f"malignant share of the batches: {share:.3f} ({source}); {malignant:,} malignant and {benign:,} benign training tiles"
+    if not malignant or not benign: return line + ": one class only, nothing to balance"
+    return (line + f"; over {images:,} images each malignant tile is seen about {share * images / malignant:,.0f} times, "
+            f"each benign one {(1 - share) * images / benign:,.0f}")
+
 # %% ../nbs/01_generators.ipynb #9867b90a
 @patch
 def fit(self: CustomLoopGenerator,
@@ -415,9 +492,10 @@ def fit(self: CustomLoopGenerator,
         epochs: int,  # train until this many epochs are done in total
         run_dir: str | Path,  # checkpoints, samples, curves and history go here
         progress: bool = True,  # show a progress bar with the statistics, and a line per epoch
-        balance_classes: bool = False,  # draw malignant and benign tiles equally often
+        balance_classes: bool | float = False,  # True: malignant and benign tiles equally often; a number: malignant ones at that share
         compiled: bool = True,  # False runs the eager step (slow; for learning and debugging)
         steps_per_epoch: int | None = None,  # an epoch of this many steps instead of one pass over `data`
+        minutes: float | None = None,  # time budget of this call: it stops after the epoch from which one more would overrun it
        ) -> pd.DataFrame:
     "Train, resuming from the last checkpoint in `run_dir`; return the history (one row per epoch)."
     from tqdm import tqdm  # the text bar: readable in papermill's executed notebooks too
@@ -432,13 +510,25 @@ def fit(self: CustomLoopGenerator,
                                  resume_at=0 if balance_classes else run.epochs_done * total)
     batches = iter(self.strategy.experimental_distribute_dataset(dataset.repeat()))  # epochs of `total` steps, whatever the data's size
     step = self.compiled_step if compiled else self.distributed_step
+    budget = TimeBudget(minutes)
+    stamps = [time.perf_counter()]  # when this call's steps began, then the end of each step until the plan is printed
     for epoch in range(run.epochs_done, epochs):
         started, sums = time.perf_counter(), {}
         bar = tqdm(range(total), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for _ in bar:
             statistics = {name: float(value) for name, value in step(next(batches)).items()}
             for name, value in statistics.items(): sums[name] = sums.get(name, 0.0) + value
-            bar.set_postfix({name: f"{value:.4f}" for name, value in statistics.items() if name in (self.bar_statistics or statistics)})
+            shown = {name: f"{value:.4f}" for name, value in statistics.items() if name in (self.bar_statistics or statistics)}
+            if minutes is not None: shown["left"] = budget.left()
+            bar.set_postfix(shown)
+            if stamps is not None:  # the first epoch of this call: time its steps for the plan
+                stamps.append(time.perf_counter())
+                if len(stamps) - 1 in (PLAN_WARMUP_STEPS + PLAN_STEPS, total):
+                    first = min(PLAN_WARMUP_STEPS, len(stamps) - 2)  # past the compiling steps where the epoch allows
+                    seconds_per_step = (stamps[-1] - stamps[first]) / (len(stamps) - 1 - first)
+                    plan = training_plan(epochs - run.epochs_done, total, config.batch_size, seconds_per_step, minutes)
+                    if progress: print(plan, flush=True)
+                    stamps = None
             broken = [name for name, value in statistics.items() if not np.isfinite(value)]
             if broken:
                 raise FloatingPointError(f"epoch {epoch + 1}: {broken[0]} became {statistics[broken[0]]}: training diverged; lower the learning rate")
@@ -447,7 +537,13 @@ def fit(self: CustomLoopGenerator,
             row.update(training_seconds=time.perf_counter() - started, **sample_diversity(self, run.records, seed=config.seed))
             row = run.end_epoch(self.epoch_row(row, epoch), self.trained_step_count())
         if progress: print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-    return pd.DataFrame(run.history)
+        if epoch + 1 < epochs and budget.ends_after(time.perf_counter() - started):
+            print(budget.stop_message(epoch + 1, epochs, time.perf_counter() - started, run_dir), flush=True)
+            budget.stopped = True
+            break
+    history = pd.DataFrame(run.history)
+    history.attrs["stopped_by_budget"] = budget.stopped
+    return history
 
 # %% ../nbs/01_generators.ipynb #7588c2ae
 def save_synthetic_set(folder: str | Path,  # created or replaced, written whole

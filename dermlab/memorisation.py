@@ -5,7 +5,7 @@
 # %% ../nbs/05_memorisation.ipynb #64a10e21
 from __future__ import annotations
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,10 @@ from .evaluate import (AttributeReader, TileFeatures, attribute_agreement, condi
                               two_sample_test)
 
 # %% auto #0
-__all__ = ['REVIEW_ANSWERS', 'REVIEW_COLUMNS', 'REVIEW_INSTRUCTIONS', 'pixel_vectors', 'aligned_variants', 'NearestTraining',
-           'MemorisationAudit', 'memorisation_audit', 'unit_rows', 'best_over_variants', 'show_closest_pairs',
-           'RealReference', 'TileSource', 'measure_source', 'audit_sources', 'judge_sources', 'generator_source',
-           'make_review_kit', 'contact_sheet', 'read_review_form', 'score_reviews']
+__all__ = ['DUPLICATE_SIMILARITY', 'REVIEW_ANSWERS', 'REVIEW_COLUMNS', 'REVIEW_INSTRUCTIONS', 'pixel_vectors', 'aligned_variants',
+           'NearestTraining', 'MemorisationAudit', 'memorisation_audit', 'unit_rows', 'best_over_variants',
+           'show_closest_pairs', 'RealReference', 'TileSource', 'measure_source', 'audit_sources', 'judge_sources',
+           'generator_source', 'make_review_kit', 'contact_sheet', 'read_review_form', 'score_reviews']
 
 # %% ../nbs/05_memorisation.ipynb #5cb4574f
 def pixel_vectors(images: np.ndarray,  # uint8 tiles (n, size, size, 3)
@@ -71,6 +71,9 @@ class NearestTraining:
         self.similarity, self.index = np.take_along_axis(both_similarity, best, 1), np.take_along_axis(both_index, best, 1)
 
 # %% ../nbs/05_memorisation.ipynb #060e26f0
+DUPLICATE_SIMILARITY = 0.9999
+"Similarity to its nearest other training tile at which a reference tile has a twin (the same photograph stored twice)."
+
 @dataclass
 class MemorisationAudit:
     "Nearest training images of every generated tile, in pixels (after alignment) and in features, with the copy thresholds."
@@ -78,6 +81,7 @@ class MemorisationAudit:
     thresholds: dict  # space -> similarity above which a tile counts as a copy
     reference: dict  # space -> nearest-other-training similarity of the reference training tiles
     quantile: float  # share of reference tiles below the threshold
+    duplicate_references: dict = field(default_factory=dict)  # space -> reference tiles with a twin: left out of the threshold
 
     @property
     def copy_rate(self) -> float:
@@ -87,6 +91,7 @@ class MemorisationAudit:
     def summary(self) -> dict:
         "Copy rates and thresholds, per space and overall."
         spaces = {f"{space}_copy_rate": float(self.table[f"{space}_flagged"].mean()) for space in self.thresholds}
+        spaces.update({f"{space}_duplicate_references": count for space, count in self.duplicate_references.items()})
         return {"copy_rate": self.copy_rate, **spaces, **{f"{space}_threshold": value for space, value in self.thresholds.items()},
                 "expected_copy_rate_of_new_images": 1 - self.quantile}
 
@@ -139,17 +144,19 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
     if reference_seen < len(reference_rows):
         raise DermlabDataError(f"audit reference: {len(reference_rows) - reference_seen} of its {len(reference_rows)} training indices "
                                "never came in the training stream: build the reference from the set the audit streams")
-    table, thresholds, reference_similarity = {}, {}, {}
+    table, thresholds, reference_similarity, duplicates = {}, {}, {}, {}
     for space, (_, search, variants) in searches.items():
         similarity, index = best_over_variants(search.similarity, search.index, variants, k)
         generated_similarity, reference_similarity[space] = similarity[:len(generated)], similarity[len(generated):, 0]
-        thresholds[space] = float(np.quantile(reference_similarity[space], quantile))
+        distinct = reference_similarity[space][reference_similarity[space] < DUPLICATE_SIMILARITY]  # a photograph stored twice says nothing
+        thresholds[space] = float(np.quantile(distinct, quantile)) if len(distinct) else DUPLICATE_SIMILARITY
+        duplicates[space] = len(reference_similarity[space]) - len(distinct)
         table[f"{space}_similarity"] = generated_similarity[:, 0]
         table[f"{space}_nearest"] = list(index[:len(generated)])
         table[f"{space}_flagged"] = generated_similarity[:, 0] > thresholds[space]
     table = pd.DataFrame(table)
     table["flagged"] = table[[f"{space}_flagged" for space in searches]].any(axis=1)
-    return MemorisationAudit(table, thresholds, reference_similarity, quantile)
+    return MemorisationAudit(table, thresholds, reference_similarity, quantile, duplicates)
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     "Rows scaled to unit length (dot products become cosine similarities)."
@@ -246,14 +253,19 @@ def audit_sources(reference: RealReference, sources: dict,  # name -> TileSource
     audit = memorisation_audit(np.concatenate(list(audited.values())), tile_blocks(reference.train, size), threshold_sample, reference.features)
     ends = np.cumsum([len(tiles) for tiles in audited.values()])
     return {name: MemorisationAudit(audit.table.iloc[end - len(audited[name]):end].reset_index(drop=True), audit.thresholds,
-                                    audit.reference, audit.quantile) for name, end in zip(audited, ends)}
+                                    audit.reference, audit.quantile, audit.duplicate_references) for name, end in zip(audited, ends)}
 
 def judge_sources(reference: RealReference, sources: dict,  # name -> TileSource, in the order of the table's rows
                  ) -> tuple[dict, dict]:
     "The comparison table's rows (name -> measures, with `copy_rate`) and the audits, with one pass over the training set."
     rows = {name: measure_source(reference, source) for name, source in sources.items()}
     audits = audit_sources(reference, sources)
-    for name, audit in audits.items(): rows[name]["copy_rate"] = audit.copy_rate
+    for name, audit in audits.items():
+        source = sources[name]
+        asked = [source.held_out_records] + ([reference.train_records] if source.audit_train_tiles else [])
+        malignant = pd.concat(asked).target.eq(1).to_numpy()  # the tiles asked for as malignant: seen most often in training
+        rows[name].update(copy_rate=audit.copy_rate, malignant_tiles_audited=int(malignant.sum()),
+                          malignant_copy_rate=float(audit.table.flagged[malignant].mean()) if malignant.any() else float("nan"))
     return rows, audits
 
 # %% ../nbs/05_memorisation.ipynb #5ccc39f0

@@ -11,10 +11,11 @@ from pathlib import Path
 import dermlab
 
 # %% auto #0
-__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'install_source',
-           'detect_platform', 'find_clone', 'runs_folder', 'mount_drive', 'spoken_duration', 'budget_durations',
-           'describe_budget', 'decide_quick', 'gpu_count', 'find_platform_data', 'course_data', 'CourseSetup',
-           'course_setup', 'train_small_generator', 'load_course_generators']
+__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'QUICK_TILES', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS',
+           'install_source', 'detect_platform', 'find_clone', 'runs_folder', 'mount_drive', 'previous_runs',
+           'restore_previous_runs', 'spoken_duration', 'budget_durations', 'describe_budget', 'decide_quick',
+           'gpu_count', 'find_platform_data', 'course_data', 'course_sample', 'CourseSetup', 'course_setup',
+           'train_small_generator', 'load_course_generators']
 
 # %% ../nbs/00_getting_started.ipynb #7c93e488
 COURSE_REPOSITORY = "https://github.com/dermlab/dermlab"
@@ -70,6 +71,32 @@ def mount_drive(root: str | Path = "/",  # the file system's root
         print(f"Drive not mounted ({error}): outputs stay in /content and are lost at a disconnect")
         return False
     return True
+
+# %% ../nbs/00_getting_started.ipynb #8dfd2de4
+def previous_runs(root: str | Path = "/",  # the file system's root
+                 ) -> dict:
+    "Kaggle: each notebook's folder in the previous versions' outputs attached as input, newest first -> {notebook: folder}."
+    found = sorted((Path(root)/"kaggle"/"input").glob("*/dermlab-runs/*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    runs = {}
+    for folder in found:
+        if folder.is_dir() and not folder.name.startswith("."): runs.setdefault(folder.name, folder)  # not a stopped write's leftovers
+    return runs
+
+def restore_previous_runs(run_folder: str | Path,  # this session's run folder (`runs_folder`)
+                          root: str | Path = "/",  # the file system's root
+                         ) -> list:
+    "Copy every notebook folder of an attached previous output that `run_folder` lacks; return the folders copied."
+    import shutil
+    from dermlab.core import written_whole
+    copied = []
+    for name, folder in previous_runs(root).items():
+        target = Path(run_folder)/name
+        if target.exists(): continue  # this session's own work is never overwritten
+        with written_whole(target) as partial:
+            shutil.copytree(folder, partial)
+            for path in [partial, *partial.rglob("*")]: path.chmod(path.stat().st_mode | 0o200)  # /kaggle/input is read-only
+        copied.append(folder)
+    return copied
 
 # %% ../nbs/00_getting_started.ipynb #248cc83f
 TIME_BUDGET = {
@@ -157,6 +184,26 @@ def course_data(data_dir: str,  # the notebook's DATA_DIR: kept when given
     print(f"data: rendered a phantom set of {n_images} images into {folder} (no DATA_DIR given, no competition data found)")
     return str(folder)
 
+# %% ../nbs/00_getting_started.ipynb #161544fc
+QUICK_TILES = 600
+"The most tiles of your data a quick run works on: one size for every notebook, so that all of them split the same sample alike."
+
+def course_sample(data,  # an `IsicData` (see `dermlab.data.load_isic`)
+                  quick: bool,  # the notebook's QUICK
+                  seed: int = 42,  # the same seed gives the same sample
+                  max_tiles: int = QUICK_TILES,  # the most tiles a quick run works on
+                 ):
+    "In quick mode, a patient-grouped sample of at most `max_tiles` of `data`'s tiles, said in one line; else `data` whole."
+    from dermlab.data import subsample_by_patient
+    phantom = bool((data.table.source == "phantom").all()) if "source" in data.table else False  # sized by the notebook already
+    if not quick or phantom or len(data) <= max_tiles: return data
+    sample = data.subset(subsample_by_patient(data.table, max_tiles, seed=seed))
+    def malignant(table): return int((table.target == 1).sum()) if "target" in table else 0
+    print(f"quick mode: a sample of {len(sample):,} of the {len(data):,} tiles read ({sample.table.patient_id.nunique():,} of "
+          f"{data.table.patient_id.nunique():,} patients, {malignant(sample.table)} of {malignant(data.table)} malignant tiles); "
+          "QUICK = False works on every tile")
+    return sample
+
 # %% ../nbs/00_getting_started.ipynb #ae7e4159
 @dataclass
 class CourseSetup:
@@ -189,6 +236,10 @@ def course_setup(notebook: str,  # the notebook's name, such as '02_gan'
         folder, how = runs_folder(platform, root)
         out_dir = str(folder/notebook)
         notes.append(f"outputs: {out_dir}: {how}")
+        if platform == "kaggle":  # a new session starts empty: an earlier version's output, attached as input, is where it left off
+            copied = restore_previous_runs(folder, root)
+            if copied: notes.append(f"resuming: copied {', '.join(p.name for p in copied)} from the previous output attached as input, "
+                                    f"{copied[0].parent}")
     else: notes.append(f"outputs: {out_dir}")
     if not data_dir:
         data_dir = find_platform_data(platform, root)

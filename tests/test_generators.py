@@ -251,3 +251,13 @@ def test_a_host_that_never_answers_is_given_up_after_the_timeout(monkeypatch):
     waited = time.perf_counter() - started
     released.set()
     assert waited < 30, waited  # 0.5 s asked, a minute of hanging avoided: the margin holds on the busiest machine
+
+@pytest.mark.parametrize("kind", [k for k in registered_kinds() if k != "painted_disc"])  # the painted disc learns nothing
+def test_every_trained_generator_stops_at_its_time_budget_and_resumes_from_there(kind, small_set, tmp_path):
+    "A budget of 6 ms: one epoch, then a checkpoint and a stop; the next call, without a budget, trains the epochs left."
+    encoder = TabularEncoder.for_table(small_set.table)
+    stopped = tiny_generator(kind, encoder).fit(small_set, epochs=3, run_dir=tmp_path, progress=False, steps_per_epoch=2, minutes=1e-4)
+    assert list(stopped.epoch) == [1] and stopped.attrs["stopped_by_budget"]
+    finished = tiny_generator(kind, encoder).fit(small_set, epochs=3, run_dir=tmp_path, progress=False, steps_per_epoch=2)
+    assert list(finished.epoch) == [1, 2, 3] and not finished.attrs["stopped_by_budget"]
+    pd.testing.assert_series_equal(finished.iloc[0], stopped.iloc[0])  # the first epoch kept, not trained again

@@ -117,3 +117,15 @@ def test_review_forms_with_mistakes_are_refused_naming_the_file_and_tile(kit, tm
     with pytest.raises(DermlabDataError, match="T999"):
         memorisation.score_reviews([bad], folder / "key.csv")
 
+
+def test_an_archive_full_of_twins_does_not_blind_the_audit(phantom_tiles):
+    "A training set that stores many photographs twice: the twins are left out of the threshold, so an exact copy is still flagged."
+    _, train_tiles, _, held, _ = phantom_tiles
+    stored = np.concatenate([train_tiles[:200], train_tiles[:100]])  # the first 100 photographs stored twice
+    blocks = [(np.arange(len(stored)), stored)]
+    reference = (np.arange(150), stored[:150])  # two thirds of the reference have a twin
+    audit = memorisation.memorisation_audit(np.concatenate([stored[:5], held[:20]]), blocks, reference)
+    assert audit.duplicate_references == {"pixel": 100}
+    assert audit.table.flagged[:5].all() and audit.summary()["pixel_duplicate_references"] == 100
+    counted = np.quantile(audit.reference["pixel"], 0.99)  # what the threshold would be with the twins counted: identity
+    assert counted >= memorisation.DUPLICATE_SIMILARITY and not (audit.table.pixel_similarity[:5] > counted).all()

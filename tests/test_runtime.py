@@ -103,3 +103,30 @@ def test_a_run_folder_of_another_configuration_is_refused_with_a_clear_message(t
     DeconvGenerator(encoder, DeconvConfig(image_size=8, batch_size=8)).fit(data, epochs=1, run_dir=tmp_path / "run", progress=False, steps_per_epoch=2)
     with pytest.raises(DermlabDataError, match=re.escape(f"{tmp_path / 'run'}: its checkpoint ckpt-1 was written by another model or configuration; set FRESH_RUN = True")):
         DeconvGenerator(encoder, DeconvConfig(image_size=16, batch_size=8)).fit(data, epochs=2, run_dir=tmp_path / "run", progress=False, steps_per_epoch=2)
+
+def test_gan_notebook_stopped_at_its_budget_resumes_in_a_new_kaggle_session(tmp_path):
+    "02_gan's training cell stops at TRAIN_MINUTES with a checkpoint; a new Kaggle session with that output attached continues it."
+    data = make_phantom_isic(tmp_path / "phantom", n_images=300, n_patients=30, seed=3)
+    notebook = tmp_path / "02_gan_to_training.ipynb"
+    notebook_up_to(find_notebooks_folder() / "02_gan.ipynb", "history = gan.fit(", notebook)
+    first_session = tmp_path / "first" / "kaggle" / "working" / "dermlab-runs"
+    parameters = dict(QUICK=False, DATA_DIR=data, IMAGE_SIZE=32, BATCH_SIZE=16, EPOCHS=4, STEPS_PER_EPOCH=20)
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    budgeted = {**parameters, "OUT_DIR": first_session / "02_gan", "TRAIN_MINUTES": 0.001}
+    subprocess.run(papermill_command(notebook, tmp_path / "first.ipynb", budgeted), check=True, capture_output=True, env=environment)
+    printed = "".join(o.get("text", "") for c in nbformat.read(tmp_path / "first.ipynb", as_version=4).cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "stopped at the budget of 0.001 minutes after 1 of 4 epochs" in printed, printed[-2000:]
+    # Save Version keeps /kaggle/working as the version's output; the next session gets it, attached, under /kaggle/input
+    root = tmp_path / "second"
+    (root / "kaggle" / "working").mkdir(parents=True)
+    (root / "kaggle" / "input" / "dermlab-gan-v1").mkdir(parents=True)
+    os.replace(first_session, root / "kaggle" / "input" / "dermlab-gan-v1" / "dermlab-runs")
+    setup = course_setup("02_gan", False, "", str(data), root=root, environ={}, gpus=1, mount=False)
+    assert any(note.startswith("resuming: copied 02_gan") for note in setup.notes), setup.notes
+    subprocess.run(papermill_command(notebook, tmp_path / "second.ipynb", {**parameters, "OUT_DIR": setup.out_dir, "TRAIN_MINUTES": 0}),
+                   check=True, capture_output=True, env=environment)
+    training = next(c for c in nbformat.read(tmp_path / "second.ipynb", as_version=4).cells if "history = gan.fit(" in c.source)
+    assert "(epoch 1)" in "".join(o.get("text", "") for o in training.outputs)
+    history = json.loads((root / "kaggle/working/dermlab-runs/02_gan/gan_run/history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
