@@ -28,7 +28,7 @@ __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TE
            'clean_table', 'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData',
            'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format',
            'load_isic', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
-           'subsample_by_patient', 'restore_memory_allocator', 'jpeg_scale_for', 'balanced_stream',
+           'subsample_by_patient', 'restore_memory_allocator', 'jpeg_scale_for', 'is_malignant', 'balanced_stream',
            'make_image_dataset', 'tile_blocks', 'read_tiles']
 
 # %% ../nbs/01_data.ipynb #49444f65
@@ -773,6 +773,11 @@ def _decode_square(image_size: int, jpeg_scale: int):
     return decode
 
 # %% ../nbs/01_data.ipynb #666416df
+def is_malignant(targets,  # 1 malignant, 0 benign; missing or unreadable: not malignant
+                ) -> np.ndarray:
+    "Which targets are malignant (1), as a boolean array, whatever their dtype: numbers, strings or nullable."
+    return pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce").eq(1).to_numpy()
+
 def balanced_stream(targets,  # 1 malignant, 0 benign, one per row (missing: benign)
                     part_stream,  # (rows, k) -> an endless tf.data stream of those rows; k is 0 for benign, 1 for malignant
                     seed: int = 0,
@@ -780,7 +785,7 @@ def balanced_stream(targets,  # 1 malignant, 0 benign, one per row (missing: ben
                    ):
     "Malignant rows drawn with probability `malignant_share` (equal odds by default), each class from its own stream, without end."
     import tensorflow as tf
-    positive = pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce").fillna(0).to_numpy() == 1
+    positive = is_malignant(targets)
     if not positive.any() or positive.all(): raise DermlabDataError("balance_classes needs both malignant and benign tiles")
     if not 0 < malignant_share < 1: raise DermlabDataError(f"malignant share {malignant_share}: a share between 0 and 1, both ends left out")
     rows = np.arange(len(positive))

@@ -13,7 +13,7 @@ import pandas as pd
 
 import dermlab
 from .core import DermlabDataError, check_choice, save_figure, tile_grid, written_whole
-from .data import IsicData, TabularEncoder, make_image_dataset
+from .data import IsicData, TabularEncoder, is_malignant, make_image_dataset
 from fastcore.basics import patch
 
 # %% auto #0
@@ -468,7 +468,7 @@ def malignant_batch_share(targets,  # the training rows' targets (1 malignant)
                           at_least: float,  # the least malignant share the batches should have; 0: the data's own
                          ) -> float:
     "The share to pass as `fit(balance_classes=...)`: `at_least` where the data has fewer malignant rows (and some), else 0 (its own)."
-    malignant = pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce").eq(1)
+    malignant = is_malignant(targets)
     return float(at_least) if 0 < malignant.mean() < at_least else 0.0
 
 def rare_class_plan(targets,  # the training rows' targets (1 malignant)
@@ -476,7 +476,7 @@ def rare_class_plan(targets,  # the training rows' targets (1 malignant)
                     images: int,  # images the run will draw
                    ) -> str:
     "One line: the malignant share of the batches against the data's, and how often each malignant and benign tile will be seen."
-    malignant = int((pd.to_numeric(pd.Series(np.asarray(targets, dtype=object)), errors="coerce") == 1).sum())
+    malignant = int(is_malignant(targets).sum())
     benign, natural = len(targets) - malignant, malignant / max(len(targets), 1)
     share = malignant_share or natural
     source = "the data's own" if not malignant_share else f"the data: {natural:.4f}"
@@ -519,7 +519,7 @@ def fit(self: CustomLoopGenerator,
             statistics = {name: float(value) for name, value in step(next(batches)).items()}
             for name, value in statistics.items(): sums[name] = sums.get(name, 0.0) + value
             shown = {name: f"{value:.4f}" for name, value in statistics.items() if name in (self.bar_statistics or statistics)}
-            if minutes is not None: shown["left"] = budget.left()
+            if budget.minutes is not None: shown["left"] = budget.left()
             bar.set_postfix(shown)
             if stamps is not None:  # the first epoch of this call: time its steps for the plan
                 stamps.append(time.perf_counter())
