@@ -20,8 +20,10 @@ __all__ = ['CLASSIFIER_METRICS', 'EFFICIENTNET_WEIGHTS', 'DEGRADATIONS', 'MIN_ST
            'build_pretrained_classifier', 'build_classifier', 'draw_hair', 'degrade_tiles', 'imaging_augmentation',
            'tile_dataset', 'train_classifier', 'save_classifier', 'load_classifier', 'predict_scores',
            'tabular_columns', 'patient_normalised', 'tabular_features', 'fit_tabular_baseline', 'tabular_scores',
-           'synthetic_pool', 'check_patients_apart', 'experiment_arms', 'run_augmentation_experiment', 'summarise_arms',
-           'plot_experiment', 'pseudo_labels', 'train_with_pseudo_labels']
+           'synthetic_pool', 'check_patients_apart', 'experiment_arms', 'training_key', 'experiment_plan',
+           'tiles_fingerprint', 'read_experiment', 'write_experiment', 'run_augmentation_experiment', 'summarise_arms',
+           'plot_experiment', 'records_fingerprint', 'save_synthetic_pool', 'load_synthetic_pool',
+           'stored_synthetic_pool', 'pool_size_within', 'pseudo_labels', 'train_with_pseudo_labels']
 
 # %% ../nbs/06_classifier.ipynb #f278a63b
 def partial_auc_above_tpr(targets,  # 1 malignant, 0 benign
@@ -437,6 +439,58 @@ def experiment_arms(n_real: int,  # real training tiles
     return pd.DataFrame(arms)
 
 # %% ../nbs/06_classifier.ipynb #a832c070
+def training_key(arm: str, seed: int) -> str:
+    "The name of one training of the experiment: its column in the test scores."
+    return f"{arm} | seed {seed}"
+
+def experiment_plan(arms: pd.DataFrame,  # from `experiment_arms`
+                    seeds: list,  # one training per arm and seed
+                    n_real: int,  # real training tiles, in every arm
+                    seconds_per_tile: float,  # a training's seconds per training tile (e.g. the first classifier's, measured)
+                    minutes: float = 0,  # time budget of the experiment; 0: none
+                    already_done: tuple = (),  # `training_key`s that cost nothing now (shared, or read back from an earlier session)
+                   ) -> pd.DataFrame:
+    "The trainings in the order they run (every arm of a seed, then the next seed), their estimated seconds, and which fit `minutes`."
+    rows = [{"training": training_key(arm.arm, seed), "arm": arm.arm, "seed": seed, "training_tiles": n_real + int(arm.synthetic_tiles)}
+            for seed in seeds for arm in arms.itertuples()]
+    plan = pd.DataFrame(rows, columns=["training", "arm", "seed", "training_tiles"])
+    plan["done"] = plan.training.isin(list(already_done))
+    plan["estimated_seconds"] = np.where(plan.done, 0.0, plan.training_tiles * float(seconds_per_tile))
+    plan["fits_budget"] = (plan.estimated_seconds.cumsum() <= minutes * 60) if minutes else True
+    return plan
+
+def tiles_fingerprint(tiles: np.ndarray) -> str:
+    "A short hash of an array of tiles: which pixels a training used."
+    import hashlib
+    return hashlib.sha1(np.ascontiguousarray(tiles)).hexdigest()[:12] if len(tiles) else ""
+
+def read_experiment(folder: str | Path,  # where `run_augmentation_experiment` wrote experiment.csv and experiment_scores.csv
+                    test_table: pd.DataFrame,  # the test rows of this run: the scores must be of the same tiles
+                    say=print,  # called with one line when earlier results are set aside
+                   ) -> tuple[list, dict]:
+    "The result rows and test scores an earlier run wrote into `folder`; none if it wrote none, or scored other test tiles (set aside, said so)."
+    import os
+    results_path, scores_path = Path(folder) / "experiment.csv", Path(folder) / "experiment_scores.csv"
+    if not results_path.is_file() or not scores_path.is_file(): return [], {}
+    results = pd.read_csv(results_path, dtype={"arm": str, "generator": str, "settings": str, "pool": str}, keep_default_na=False, na_values=[""])
+    scores = pd.read_csv(scores_path, dtype={"image_id": str, "patient_id": str})
+    if scores.image_id.tolist() != test_table.image_id.astype(str).tolist():
+        for path in (results_path, scores_path): os.replace(path, path.with_suffix(".other-test-tiles.csv"))
+        say(f"{results_path} was scored on other test tiles (another profile, seed or data): set aside as *.other-test-tiles.csv, starting afresh")
+        return [], {}
+    results = results.assign(generator=results.generator.fillna(""), pool=results.get("pool", pd.Series("", index=results.index)).fillna(""))
+    return results.to_dict("records"), {key: scores[key].to_numpy() for key in scores.columns if " | seed " in key}
+
+def write_experiment(folder: str | Path,  # the experiment's folder
+                     results: list,  # one dict a training
+                     scores: dict,  # `training_key` -> test scores
+                     test_table: pd.DataFrame,  # the test rows the scores are of
+                    ):
+    "Write the test scores, one column a training (experiment_scores.csv), then the result rows (experiment.csv), each whole."
+    columns = test_table[["image_id", "patient_id"]].reset_index(drop=True).join(pd.DataFrame(scores))
+    with written_whole(Path(folder) / "experiment_scores.csv") as partial: columns.to_csv(partial, index=False)
+    with written_whole(Path(folder) / "experiment.csv") as partial: pd.DataFrame(results).to_csv(partial, index=False)
+
 def run_augmentation_experiment(build,  # () -> an uncompiled classifier
                                 train: tuple,  # (uint8 tiles, table) of real training tiles
                                 test: tuple,  # (uint8 tiles, table) of real held-out tiles: the only evaluation
@@ -445,30 +499,68 @@ def run_augmentation_experiment(build,  # () -> an uncompiled classifier
                                 seeds: list,  # one training per arm and seed
                                 resamples: int = 200,  # patient-bootstrap resamples per score
                                 progress: bool = True,  # print one line per training
+                                shared: dict | None = None,  # `training_key` -> test scores of a training already done with the same settings
+                                folder: str | Path | None = None,  # written after every training; a rerun reads it back and trains the rest
+                                minutes: float = 0,  # after a session's first training, none starts that the ones before say would overrun this; 0: none
+                                seconds_per_tile: float = 0.0,  # the estimate of a training's seconds per tile until one is timed here
+                                identity: dict | None = None,  # what else a row read back must share (e.g. {"model": name}): else trained again
                                 **training,  # passed to `train_classifier` (epochs=..., balance=...)
                                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Train every arm with every seed and score it on the real test tiles; return the results and the test scores (one column per arm and seed)."
-    import time
+    "Train every arm with every seed and score it on the real test tiles; return the results and the test scores (one column per training)."
+    import json, time
     (real_tiles, real_table), (test_tiles, test_table) = train, test
-    results, scores = [], {}
-    for seed in seeds:
-        for arm in arms.itertuples():
-            tiles, table = real_tiles, real_table
-            if arm.generator:
-                pool_tiles, pool_table = pools[arm.generator]["malignant" if arm.kind == "targeted" else "all"]
-                if arm.synthetic_tiles > len(pool_tiles): raise DermlabDataError(f"arm {arm.arm!r} needs {arm.synthetic_tiles} synthetic tiles, the pool has {len(pool_tiles)}")
-                tiles = np.concatenate([real_tiles, pool_tiles[:arm.synthetic_tiles]])
-                table = pd.concat([real_table, pool_table.iloc[:arm.synthetic_tiles]], ignore_index=True)
-            check_patients_apart(table, test_table, arm.arm)
-            start = time.perf_counter()
-            model = train_classifier(build, tiles, table.target.to_numpy(float), seed=seed, **training)
-            score = predict_scores(model, test_tiles)
-            scores[f"{arm.arm} | seed {seed}"] = score
-            row = {"arm": arm.arm, "generator": arm.generator, "kind": arm.kind, "ratio": arm.ratio, "seed": seed, "training_tiles": len(tiles),
-                   **score_classifier(test_table.target, score, test_table.patient_id, resamples, seed), "seconds": time.perf_counter() - start}
-            results.append(row)
-            if progress: print(f"seed {seed} {arm.arm:<38} pAUC {row['pauc_above_80_tpr']:.3f}  AUC {row['roc_auc']:.3f}  ({row['seconds']:.0f} s)", flush=True)
-    return pd.DataFrame(results), pd.DataFrame(scores)
+    say = print if progress else (lambda line: None)
+    settings = json.dumps({**{name: value for name, value in training.items() if name != "strategy"}, **(identity or {}), "resamples": resamples,
+                           "real_tiles": tiles_fingerprint(real_tiles)}, sort_keys=True, default=str)
+    def pool_of(arm):  # the synthetic tiles an arm adds, and their fingerprint
+        if not arm.generator: return real_tiles[:0], real_table.iloc[:0], ""
+        pool_tiles, pool_table = pools[arm.generator]["malignant" if arm.kind == "targeted" else "all"]
+        if arm.synthetic_tiles > len(pool_tiles): raise DermlabDataError(f"arm {arm.arm!r} needs {arm.synthetic_tiles} synthetic tiles, the pool has {len(pool_tiles)}")
+        return pool_tiles[:arm.synthetic_tiles], pool_table.iloc[:arm.synthetic_tiles], tiles_fingerprint(pool_tiles[:arm.synthetic_tiles])
+    arm_of = {arm.arm: arm for arm in arms.itertuples()}
+    results, scores = read_experiment(folder, test_table, say) if folder is not None else ([], {})
+    expected = {training_key(arm.arm, seed): arm for seed in seeds for arm in arms.itertuples()}
+    pool_prints = {arm.arm: pool_of(arm)[2] for arm in arms.itertuples()} if results else {}
+    results = [row for row in results if (key := training_key(row["arm"], row["seed"])) in expected and key in scores and row.get("settings") == settings
+               and row["training_tiles"] == len(real_tiles) + expected[key].synthetic_tiles and row.get("pool", "") == pool_prints.get(row["arm"])]
+    done = {training_key(row["arm"], row["seed"]) for row in results}  # a row of other settings, pools, arms or data is trained again
+    scores = {key: value for key, value in scores.items() if key in done}
+    if done: say(f"{len(done)} trainings read back from {folder}: only the rest are trained")
+    started, trained_here = time.perf_counter(), 0
+    plan = experiment_plan(arms, seeds, len(real_tiles), seconds_per_tile, minutes, already_done=tuple(done) + tuple(shared or ()))
+    to_do = plan[~plan.done]
+    say(f"plan: {len(to_do)} of {len(plan)} trainings to do, about {to_do.estimated_seconds.sum() / 60:.0f} min at {1000 * seconds_per_tile:.2f} s per 1,000 "
+        f"training tiles" + (f"; {int(to_do.fits_budget.sum())} fit the budget of {minutes:g} min, a rerun trains the rest" if minutes else ""))
+    for position, planned in enumerate(plan.itertuples()):
+        key, arm = planned.training, arm_of[planned.arm]
+        if key in done: continue
+        timed = [row["seconds"] / row["training_tiles"] for row in results if row.get("training") == "trained here"]
+        estimate = planned.training_tiles * (float(np.median(timed)) if timed else seconds_per_tile)
+        if minutes and trained_here and key not in (shared or {}) and time.perf_counter() - started + estimate > minutes * 60:
+            left = int((~plan.done.iloc[position:]).sum())
+            say(f"time budget of {minutes:g} min reached: {left} of {len(plan)} trainings left (the next, {key}, about {estimate / 60:.0f} min). "
+                f"Run this again to train them{f': the ones done are read back from {folder}' if folder else ''}.")
+            break
+        pool_tiles, pool_table, pool_print = pool_of(arm)
+        tiles, table = np.concatenate([real_tiles, pool_tiles]), pd.concat([real_table, pool_table], ignore_index=True)
+        check_patients_apart(table, test_table, arm.arm)
+        start = time.perf_counter()
+        if key in (shared or {}): score, how = np.asarray(shared[key]), "shared"
+        else:
+            score, how = predict_scores(train_classifier(build, tiles, table.target.to_numpy(float), seed=planned.seed, **training), test_tiles), "trained here"
+            trained_here += 1
+        scores[key] = score
+        results.append({"arm": arm.arm, "generator": arm.generator, "kind": arm.kind, "ratio": arm.ratio, "seed": planned.seed, "training_tiles": len(tiles),
+                        **score_classifier(test_table.target, score, test_table.patient_id, resamples, planned.seed),
+                        "seconds": time.perf_counter() - start, "training": how, "settings": settings, "pool": pool_print})
+        if folder is not None: write_experiment(folder, results, scores, test_table)
+        row = results[-1]
+        say(f"seed {planned.seed} {arm.arm:<38} pAUC {row['pauc_above_80_tpr']:.3f}  AUC {row['roc_auc']:.3f}  ({row['seconds']:.0f} s{', ' + how if how == 'shared' else ''})")
+    order = {key: k for k, key in enumerate(plan.training)}
+    results = sorted(results, key=lambda row: order[training_key(row["arm"], row["seed"])])
+    results = pd.DataFrame(results)
+    results.attrs["plan"] = plan.assign(done=plan.training.isin([training_key(row["arm"], row["seed"]) for row in results.to_dict("records")]))
+    return results, pd.DataFrame({key: scores[key] for key in sorted(scores, key=order.get)})
 
 def summarise_arms(results: pd.DataFrame,  # from `run_augmentation_experiment`
                    metric: str = "pauc_above_80_tpr",
@@ -501,6 +593,71 @@ def plot_experiment(summary: pd.DataFrame,  # from `summarise_arms`
     ax.set(xlabel="synthetic tiles per real training tile", ylabel=metric_label, title="Real + synthetic against real only, on real held-out tiles")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     return ax
+
+# %% ../nbs/06_classifier.ipynb #0562ea7d
+def records_fingerprint(table: pd.DataFrame) -> str:
+    "A short hash of a table's image ids in order: which records a pool was drawn from."
+    import hashlib
+    return hashlib.sha1("\n".join(table.image_id.astype(str)).encode()).hexdigest()[:12]
+
+def save_synthetic_pool(path: str | Path,  # an .h5 file, created or replaced whole
+                        tiles: np.ndarray,  # uint8 tiles (n, size, size, 3)
+                        table: pd.DataFrame,  # one row per tile (from `synthetic_pool`)
+                        **provenance,  # where the pool came from (JSON-serialisable values)
+                       ) -> Path:
+    "Write a pool's tiles, its table (as CSV text) and its provenance (as JSON) into one HDF5 file, whole or not at all."
+    import h5py, json
+    if len(tiles) != len(table): raise DermlabDataError(f"{path}: {len(tiles)} tiles but {len(table)} table rows")
+    with written_whole(path) as partial:
+        with h5py.File(partial, "w") as file:
+            file.create_dataset("tiles", data=np.asarray(tiles, np.uint8), chunks=True)
+            file["table_csv"] = table.to_csv(index=False)
+            file.attrs["provenance"] = json.dumps(provenance, default=str)
+    return Path(path)
+
+def load_synthetic_pool(path: str | Path) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    "The tiles, table and provenance of a pool written by `save_synthetic_pool`."
+    import h5py, json
+    try:
+        with h5py.File(path, "r") as file: tiles, text, provenance = file["tiles"][()], file["table_csv"][()], json.loads(file.attrs["provenance"])
+    except (OSError, KeyError, ValueError) as error: raise DermlabDataError(f"{path}: not a synthetic pool written by save_synthetic_pool ({error})") from None
+    table = pd.read_csv(io.StringIO(text.decode() if isinstance(text, bytes) else text), dtype={"image_id": str, "patient_id": str})
+    if len(table) != len(tiles): raise DermlabDataError(f"{path}: {len(tiles)} tiles but {len(table)} table rows")
+    return tiles, table, provenance
+
+def stored_synthetic_pool(path: str | Path,  # the pool's .h5 file: read when it matches, else written
+                          generator,  # as for `synthetic_pool`
+                          train_table: pd.DataFrame, n: int, malignant_only: bool = False, seed: int = 0, name: str = "synthetic",  # as for `synthetic_pool`
+                          say=print,  # called with one line: read or generated
+                         ) -> tuple[np.ndarray, pd.DataFrame]:
+    "The pool in `path` if it was made by this generator for these records, size and seed; else `synthetic_pool`'s, stored there."
+    import time, dermlab
+    wanted = {"generator": name, "generator_version": getattr(generator, "version", type(generator).__name__), "pool_size": int(n),
+              "malignant_only": bool(malignant_only), "seed": int(seed), "records": records_fingerprint(train_table)}
+    if Path(path).is_file():
+        tiles, table, provenance = load_synthetic_pool(path)
+        if all(provenance.get(key) == value for key, value in wanted.items()):
+            say(f"{name}: {len(tiles):,} synthetic tiles read from {path}"); return tiles, table
+        say(f"{name}: {path} holds a pool of another generator, records, size or seed: generating anew")
+    start = time.perf_counter()
+    tiles, table = synthetic_pool(generator, train_table, n, malignant_only, seed=seed, name=name)
+    save_synthetic_pool(path, tiles, table, **wanted, seconds=round(time.perf_counter() - start, 1), dermlab_version=dermlab.__version__)
+    say(f"{name}: {len(tiles):,} synthetic tiles generated in {time.perf_counter() - start:.0f} s, stored in {path}")
+    return tiles, table
+
+def pool_size_within(generator,  # anything with `generate(records, seed=...)`
+                     records: pd.DataFrame,  # training records to time it on (the first `probe` are used)
+                     wanted: int,  # the tiles the arms would need
+                     minutes: float,  # the time this generator may take to draw them; 0: no limit
+                     probe: int = 64,  # tiles timed
+                    ) -> tuple[int, float]:
+    "The pool size this generator can draw within `minutes` (at most `wanted`), from the timed seconds per tile, and those seconds."
+    import time
+    if not minutes: return int(wanted), float("nan")
+    start = time.perf_counter()
+    generator.generate(records.head(probe), seed=0)
+    seconds_per_tile = (time.perf_counter() - start) / max(min(probe, len(records)), 1)
+    return int(min(wanted, minutes * 60 / seconds_per_tile)), seconds_per_tile
 
 # %% ../nbs/06_classifier.ipynb #66d11d81
 def pseudo_labels(scores: np.ndarray,  # the teacher's scores of unlabelled tiles

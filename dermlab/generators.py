@@ -79,14 +79,19 @@ class ConditionalGenerator:
                  n_per_row: int = 1,  # different images per record
                  seed: int = 0,  # the same seed gives the same images, whatever the batch size (up to float rounding)
                  batch_size: int = 64,
+                 average_blocks: int = 1,  # average each square of this many pixels a side into one: tiles of image_size // average_blocks
                 ) -> np.ndarray:
-        "Images for each record, uint8 of shape (len(conditions) * n_per_row, size, size, 3), rows repeated in order."
+        "Images for each record, uint8 of shape (len(conditions) * n_per_row, size, size, 3), rows repeated in order; made batch by batch."
+        if average_blocks < 1 or self.image_size % average_blocks: raise ValueError(f"average_blocks={average_blocks}: a divisor of {self.image_size}")
         encoded = np.repeat(self.encoder.transform(conditions), n_per_row, axis=0)
-        noise = self.noise(len(encoded), seed)
-        batches = [self.sample_batch(encoded[i:i + batch_size], noise[i:i + batch_size], np.random.default_rng([seed, i]))
-                   for i in range(0, len(encoded), batch_size)]
-        images = np.concatenate(batches) if batches else np.zeros((0, self.image_size, self.image_size, 3), np.float32)
-        return np.clip(np.round((images + 1) * 127.5), 0, 255).astype(np.uint8)
+        size, noise_stream = self.image_size // average_blocks, np.random.default_rng(seed)
+        images = np.zeros((len(encoded), size, size, 3), np.uint8)  # only uint8 tiles are kept: a pool of 140,000 fits in memory
+        for i in range(0, len(encoded), batch_size):
+            noise = noise_stream.standard_normal((len(encoded[i:i + batch_size]), *self.noise_shape)).astype(np.float32)  # the numbers of `noise`
+            drawn = (self.sample_batch(encoded[i:i + batch_size], noise, np.random.default_rng([seed, i])) + 1) * 127.5
+            if average_blocks > 1: drawn = drawn.reshape(len(drawn), size, average_blocks, size, average_blocks, 3).mean(axis=(2, 4))
+            images[i:i + batch_size] = np.clip(np.round(drawn), 0, 255)
+        return images
 
     def description(self) -> dict:
         "What `save` writes into generator.json."

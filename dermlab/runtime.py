@@ -15,7 +15,7 @@ __all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'QUICK_TILES', '
            'install_source', 'detect_platform', 'find_clone', 'runs_folder', 'mount_drive', 'previous_runs',
            'restore_previous_runs', 'spoken_duration', 'budget_durations', 'describe_budget', 'decide_quick',
            'gpu_count', 'find_platform_data', 'course_data', 'course_sample', 'CourseSetup', 'course_setup',
-           'train_small_generator', 'load_course_generators']
+           'train_small_generator', 'AveragedDownGenerator', 'load_course_generators']
 
 # %% ../nbs/00_getting_started.ipynb #7c93e488
 COURSE_REPOSITORY = "https://github.com/dermlab/dermlab"
@@ -278,22 +278,39 @@ def train_small_generator(name: str,  # a key of `COURSE_GENERATORS`
     generator.save(folder / "generator")
     return generator
 
+class AveragedDownGenerator:
+    "A trained generator whose tiles are averaged down by a whole factor: a GAN trained at 64 px for a notebook that works at 32 px."
+    def __init__(self, generator,  # a `ConditionalGenerator`
+                 image_size: int,  # the smaller side its tiles are given at: `generator.image_size` must be a multiple of it
+                ):
+        if generator.image_size % image_size: raise ValueError(f"{generator.image_size} px tiles cannot be averaged down to {image_size} px")
+        self.generator, self.image_size, self.encoder = generator, image_size, generator.encoder
+        self.kind, self.version = generator.kind, f"{generator.version}-averaged-to-{image_size}px"
+
+    def generate(self, conditions: pd.DataFrame, n_per_row: int = 1, seed: int = 0, batch_size: int = 64):
+        "The wrapped generator's images (its arguments), each square of pixels averaged into one, batch by batch (uint8)."
+        return self.generator.generate(conditions, n_per_row=n_per_row, seed=seed, batch_size=batch_size,
+                                       average_blocks=self.generator.image_size // self.image_size)
+
 def load_course_generators(run_folder: str | Path,  # the course's run folder (holds 02_gan/, 03_deconv/, 04_diffusion/)
-                           image_size: int,  # only generators of this tile size are returned
+                           image_size: int,  # the tile size asked for: a generator trained at a multiple of it is averaged down
                            names: list | None = None,  # keys of `COURSE_GENERATORS` (default: all)
                            say=print,  # called with one line for each generator: where it came from, or why it is left out or stood in for
                            train=None,  # IsicData, the training split: a missing generator gets a small stand-in trained on it; None: left out
                            seed: int = 0,  # seed of a stand-in
                           ) -> dict:
-    "The course's trained generators in `run_folder` at `image_size`, by name, each said where it came from; one missing is left out or stood in for."
+    "The course's trained generators in `run_folder` at `image_size` (averaged down from a multiple), by name, each said where it came from; one missing is left out or stood in for."
     import dermlab.deconv, dermlab.diffusion, dermlab.gan  # their kinds: a generator saved from its notebook may name module __main__
     from dermlab.generators import ConditionalGenerator
     generators = {}
     for name in names or COURSE_GENERATORS:
         path = Path(run_folder) / COURSE_GENERATORS[name]
         generator = ConditionalGenerator.load(path) if (path / "generator.json").exists() else None
-        if generator is not None and generator.image_size != image_size:
-            say(f"{name}: the one in {path} was trained at {generator.image_size} px, not {image_size}")
+        if generator is not None and generator.image_size != image_size and generator.image_size % image_size == 0:
+            say(f"{name} from {path}, trained at {generator.image_size} px: its tiles averaged down to {image_size} px")
+            generator = AveragedDownGenerator(generator, image_size)
+        elif generator is not None and generator.image_size != image_size:
+            say(f"{name}: the one in {path} was trained at {generator.image_size} px, not {image_size} or a multiple of it")
             generator = None
         elif generator is None: say(f"{name}: none in {path} (run its notebook first)")
         else: say(f"{name} from {path}")

@@ -92,6 +92,49 @@ def test_no_arm_trains_on_a_patient_it_is_evaluated_on(monkeypatch):
     with pytest.raises(DermlabDataError, match=r"arm '\+ disc 1:1'.*cross splits"):
         classifier.run_augmentation_experiment(None, train, test, leaky, arms, seeds=[0], resamples=0, progress=False)
 
+def test_experiment_keeps_its_budget_shares_the_first_classifier_and_resumes_in_a_new_session(monkeypatch, tmp_path, capsys):
+    train, test = small_split()
+    test = (test[0], test[1].assign(image_id=[f"{k:03d}" for k in range(len(test[1]))]))  # ids that look like numbers ("007") stay text
+    pools = {"disc": {"all": classifier.synthetic_pool(DrawnDisc(), train[1], 64, seed=0, name="disc"),
+                      "malignant": classifier.synthetic_pool(DrawnDisc(), train[1], 16, malignant_only=True, seed=1, name="disc")}}
+    arms = classifier.experiment_arms(len(train[0]), int(train[1].target.sum()), ["disc"], [1, 2], targeted_multiple=2)
+    clock, trained = [0.0], []
+    def fake_training(build, tiles, targets, seed=0, **kw):  # one clock second per training tile
+        clock[0] += len(tiles); trained.append((len(tiles), seed))
+        return seed
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(classifier, "train_classifier", fake_training)
+    monkeypatch.setattr(classifier, "predict_scores", lambda model, tiles: np.random.default_rng(model).random(len(tiles)))
+    first = classifier.training_key("real only", 0)
+    shared = {first: np.random.default_rng(0).random(len(test[0]))}
+    def run(pools=pools, test=test, minutes=300 / 60, **training):
+        return classifier.run_augmentation_experiment(None, train, test, pools, arms, seeds=[0, 1], resamples=0, shared=shared, folder=tmp_path,
+                                                      minutes=minutes, seconds_per_tile=1.0, **{"epochs": 3, **training})
+    n = len(train[0])  # 32 real tiles: arms of 32, 64, 96 and 48 tiles a seed
+    results, scores = run()  # 300 s: the shared one is free, then 64 + 96 + 48 = 208 s; seed 1's real only (32) fits: 240; 64 more overruns
+    assert trained == [(2 * n, 0), (3 * n, 0), (n + 16, 0), (n, 1)]
+    assert results.training.tolist() == ["shared", "trained here", "trained here", "trained here", "trained here"]
+    assert (scores[first] == shared[first]).all() and list(scores.columns) == [classifier.training_key(a, s) for s in (0, 1) for a in arms.arm][:5]
+    assert len(pd.read_csv(tmp_path / "experiment.csv")) == 5  # written after every training: a killed session keeps what it did
+    assert results.attrs["plan"].done.sum() == 5 and "3 of 8 trainings left" in capsys.readouterr().out
+    trained.clear(); clock[0] = 0.0
+    results, scores = run()  # the next session: reads back the five, trains the three left
+    assert trained == [(2 * n, 1), (3 * n, 1), (n + 16, 1)] and len(results) == 8 and scores.shape == (len(test[0]), 8)
+    trained.clear()
+    run(minutes=0, epochs=4)  # other settings: nothing read back is reused
+    assert len(trained) == 7
+    trained.clear()
+    redrawn = {"disc": {**pools["disc"], "all": classifier.synthetic_pool(DrawnDisc(), train[1], 64, seed=5, name="disc")}}
+    run(pools=redrawn, minutes=0, epochs=4)  # a pool made anew (the generator trained on): its arms are trained again, the others read back
+    assert sorted(trained) == sorted([(2 * n, 0), (3 * n, 0), (2 * n, 1), (3 * n, 1)])
+    trained.clear(); clock[0] = 0.0
+    run(minutes=1 / 60, epochs=5)  # other settings, and a budget smaller than one training: the session's first training still starts
+    assert len(trained) == 1
+    other_test = (test[0], test[1].assign(image_id=test[1].image_id + "x"))
+    trained.clear()
+    run(test=other_test, minutes=0)  # another profile or seed: the earlier results are set aside, never overwritten
+    assert (tmp_path / "experiment.other-test-tiles.csv").is_file() and len(trained) == 7 and "set aside" in capsys.readouterr().out
+
 def test_pseudo_labels_come_from_the_teacher_never_from_test_labels(monkeypatch):
     train, test = small_split()
     test_tiles, test_table = test

@@ -261,3 +261,24 @@ def test_every_trained_generator_stops_at_its_time_budget_and_resumes_from_there
     finished = tiny_generator(kind, encoder).fit(small_set, epochs=3, run_dir=tmp_path, progress=False, steps_per_epoch=2)
     assert list(finished.epoch) == [1, 2, 3] and not finished.attrs["stopped_by_budget"]
     pd.testing.assert_series_equal(finished.iloc[0], stopped.iloc[0])  # the first epoch kept, not trained again
+
+@pytest.mark.parametrize("kind", ["gan", "diffusion"])
+def test_the_full_profiles_build_train_a_step_and_sample_at_128_px(kind, small_set, tmp_path):
+    "128 px, the size of the real tiles (median about 131 px): the full profile's network, one training step, images back, saved and loaded."
+    from dermlab.diffusion import DENOISER_SIZES, DiffusionConfig, DiffusionGenerator
+    from dermlab.gan import ConditionalGan, GanConfig
+    from dermlab.generators import ConditionalGenerator
+    encoder = TabularEncoder.for_table(small_set.table)
+    if kind == "gan": generator = ConditionalGan(encoder, GanConfig(image_size=128, batch_size=4, jit_compile=False, seed=0))
+    else: generator = DiffusionGenerator(encoder, DiffusionConfig(image_size=128, batch_size=2, jit_compile=False, sampling_steps=1, seed=0,
+                                                                  **DENOISER_SIZES["t4"]))  # its cost at batch 32: benchmarks/bench_128px.py
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one step in: the GAN's training checks warn of mode collapse, rightly
+        history = generator.fit(small_set, epochs=1, steps_per_epoch=1, run_dir=tmp_path / "run", progress=False, compiled=False)  # eager: no compiling
+    assert len(history) == 1 and generator.trained_steps == 1 and np.isfinite(history.select_dtypes("number").to_numpy(float)).all()
+    images = generator.generate(small_set.table.head(2), seed=0)
+    assert images.shape == (2, 128, 128, 3) and images.dtype == np.uint8 and images.std() > 0
+    generator.save(tmp_path / "saved")
+    again = ConditionalGenerator.load(tmp_path / "saved")
+    assert again.image_size == 128 and all(np.array_equal(a, b) for a, b in zip(again.network.get_weights(), generator.network.get_weights()))
+    assert again.generate(small_set.table.head(2), seed=0, average_blocks=4).shape == (2, 32, 32, 3)  # averaged down for a 32 px notebook
