@@ -475,8 +475,11 @@ def read_experiment(folder: str | Path,  # where `run_augmentation_experiment` w
     results = pd.read_csv(results_path, dtype={"arm": str, "generator": str, "settings": str, "pool": str}, keep_default_na=False, na_values=[""])
     scores = pd.read_csv(scores_path, dtype={"image_id": str, "patient_id": str})
     if scores.image_id.tolist() != test_table.image_id.astype(str).tolist():
-        for path in (results_path, scores_path): os.replace(path, path.with_suffix(".other-test-tiles.csv"))
-        say(f"{results_path} was scored on other test tiles (another profile, seed or data): set aside as *.other-test-tiles.csv, starting afresh")
+        import time
+        suffix = f".other-test-tiles-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        while results_path.with_suffix(suffix).exists(): suffix = suffix.replace(".csv", "-again.csv")  # two in one second
+        for path in (results_path, scores_path): os.replace(path, path.with_suffix(suffix))
+        say(f"{results_path} was scored on other test tiles (another profile, seed or data): set aside as *{suffix}, starting afresh")
         return [], {}
     results = results.assign(generator=results.generator.fillna(""), pool=results.get("pool", pd.Series("", index=results.index)).fillna(""))
     return results.to_dict("records"), {key: scores[key].to_numpy() for key in scores.columns if " | seed " in key}
@@ -485,11 +488,12 @@ def write_experiment(folder: str | Path,  # the experiment's folder
                      results: list,  # one dict a training
                      scores: dict,  # `training_key` -> test scores
                      test_table: pd.DataFrame,  # the test rows the scores are of
+                     stem: str = "experiment",  # the files' names: <stem>_scores.csv and <stem>.csv
                     ):
     "Write the test scores, one column a training (experiment_scores.csv), then the result rows (experiment.csv), each whole."
     columns = test_table[["image_id", "patient_id"]].reset_index(drop=True).join(pd.DataFrame(scores))
-    with written_whole(Path(folder) / "experiment_scores.csv") as partial: columns.to_csv(partial, index=False)
-    with written_whole(Path(folder) / "experiment.csv") as partial: pd.DataFrame(results).to_csv(partial, index=False)
+    with written_whole(Path(folder) / f"{stem}_scores.csv") as partial: columns.to_csv(partial, index=False)
+    with written_whole(Path(folder) / f"{stem}.csv") as partial: pd.DataFrame(results).to_csv(partial, index=False)
 
 def run_augmentation_experiment(build,  # () -> an uncompiled classifier
                                 train: tuple,  # (uint8 tiles, table) of real training tiles
@@ -521,9 +525,17 @@ def run_augmentation_experiment(build,  # () -> an uncompiled classifier
     results, scores = read_experiment(folder, test_table, say) if folder is not None else ([], {})
     expected = {training_key(arm.arm, seed): arm for seed in seeds for arm in arms.itertuples()}
     pool_prints = {arm.arm: pool_of(arm)[2] for arm in arms.itertuples()} if results else {}
-    results = [row for row in results if (key := training_key(row["arm"], row["seed"])) in expected and key in scores and row.get("settings") == settings
-               and row["training_tiles"] == len(real_tiles) + expected[key].synthetic_tiles and row.get("pool", "") == pool_prints.get(row["arm"])]
-    done = {training_key(row["arm"], row["seed"]) for row in results}  # a row of other settings, pools, arms or data is trained again
+    matches = lambda row, key: (key in expected and key in scores and row.get("settings") == settings and row.get("pool", "") == pool_prints.get(row["arm"])
+                                and row["training_tiles"] == len(real_tiles) + expected[key].synthetic_tiles)
+    kept = [row for row in results if matches(row, training_key(row["arm"], row["seed"]))]  # a row of other settings, pools, arms or data is trained again
+    superseded = [row for row in results if id(row) not in {id(row) for row in kept}]  # by identity: rows hold NaN, which equals nothing
+    if superseded and folder is not None:  # kept aside, never overwritten: trainings of other settings may have cost hours
+        stem = f"experiment.superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        while (Path(folder) / f"{stem}.csv").exists(): stem += "-again"  # two in one second
+        keys = {training_key(row["arm"], row["seed"]) for row in superseded}
+        write_experiment(folder, superseded, {key: value for key, value in scores.items() if key in keys}, test_table, stem)
+        say(f"{len(superseded)} trainings read back do not match this run's settings, arms or tiles: kept in {Path(folder) / stem}.csv, trained again")
+    results, done = kept, {training_key(row["arm"], row["seed"]) for row in kept}
     scores = {key: value for key, value in scores.items() if key in done}
     if done: say(f"{len(done)} trainings read back from {folder}: only the rest are trained")
     started, trained_here = time.perf_counter(), 0
@@ -559,7 +571,7 @@ def run_augmentation_experiment(build,  # () -> an uncompiled classifier
     order = {key: k for k, key in enumerate(plan.training)}
     results = sorted(results, key=lambda row: order[training_key(row["arm"], row["seed"])])
     results = pd.DataFrame(results)
-    results.attrs["plan"] = plan.assign(done=plan.training.isin([training_key(row["arm"], row["seed"]) for row in results.to_dict("records")]))
+    results.attrs["plan"] = plan.assign(done=plan.training.isin([training_key(row["arm"], row["seed"]) for row in results.to_dict("records")])).to_dict("records")
     return results, pd.DataFrame({key: scores[key] for key in sorted(scores, key=order.get)})
 
 def summarise_arms(results: pd.DataFrame,  # from `run_augmentation_experiment`
@@ -589,6 +601,9 @@ def plot_experiment(summary: pd.DataFrame,  # from `summarise_arms`
         for arm in summary[(summary.kind == "targeted") & (summary.generator == name)].itertuples():
             ax.errorbar([0.06 * k * max(ratios)], [arm.mean], yerr=[[max(arm.mean - arm.low, 0)], [max(arm.high - arm.mean, 0)]], marker="*",
                         markersize=12, capsize=3, color=line[0].get_color(), label=f"+ {name}, malignant records only (targeted)")
+    for arm in summary[(summary.kind == "targeted") & ~summary.generator.isin(summary.generator[summary.kind == "ratio"])].itertuples():  # its ratio arms left out
+        ax.errorbar([0], [arm.mean], yerr=[[max(arm.mean - arm.low, 0)], [max(arm.high - arm.mean, 0)]], marker="*", markersize=12, capsize=3,
+                    label=f"+ {arm.generator}, malignant records only (targeted)")
     ax.set_xticks([0] + ratios, ["targeted"] + [f"{r:g}:1" for r in ratios])
     ax.set(xlabel="synthetic tiles per real training tile", ylabel=metric_label, title="Real + synthetic against real only, on real held-out tiles")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
@@ -632,7 +647,8 @@ def stored_synthetic_pool(path: str | Path,  # the pool's .h5 file: read when it
                          ) -> tuple[np.ndarray, pd.DataFrame]:
     "The pool in `path` if it was made by this generator for these records, size and seed; else `synthetic_pool`'s, stored there."
     import time, dermlab
-    wanted = {"generator": name, "generator_version": getattr(generator, "version", type(generator).__name__), "pool_size": int(n),
+    behaviour = tiles_fingerprint(generator.generate(train_table.head(4), seed=seed))  # a generator trained anew to the same steps draws otherwise
+    wanted = {"generator": name, "generator_version": getattr(generator, "version", type(generator).__name__), "draws": behaviour, "pool_size": int(n),
               "malignant_only": bool(malignant_only), "seed": int(seed), "records": records_fingerprint(train_table)}
     if Path(path).is_file():
         tiles, table, provenance = load_synthetic_pool(path)
@@ -654,6 +670,7 @@ def pool_size_within(generator,  # anything with `generate(records, seed=...)`
     "The pool size this generator can draw within `minutes` (at most `wanted`), from the timed seconds per tile, and those seconds."
     import time
     if not minutes: return int(wanted), float("nan")
+    generator.generate(records.head(2), seed=0)  # the first call traces and builds: not what a tile costs
     start = time.perf_counter()
     generator.generate(records.head(probe), seed=0)
     seconds_per_tile = (time.perf_counter() - start) / max(min(probe, len(records)), 1)

@@ -116,13 +116,13 @@ def test_experiment_keeps_its_budget_shares_the_first_classifier_and_resumes_in_
     assert results.training.tolist() == ["shared", "trained here", "trained here", "trained here", "trained here"]
     assert (scores[first] == shared[first]).all() and list(scores.columns) == [classifier.training_key(a, s) for s in (0, 1) for a in arms.arm][:5]
     assert len(pd.read_csv(tmp_path / "experiment.csv")) == 5  # written after every training: a killed session keeps what it did
-    assert results.attrs["plan"].done.sum() == 5 and "3 of 8 trainings left" in capsys.readouterr().out
+    assert pd.DataFrame(results.attrs["plan"]).done.sum() == 5 and "3 of 8 trainings left" in capsys.readouterr().out
     trained.clear(); clock[0] = 0.0
     results, scores = run()  # the next session: reads back the five, trains the three left
     assert trained == [(2 * n, 1), (3 * n, 1), (n + 16, 1)] and len(results) == 8 and scores.shape == (len(test[0]), 8)
     trained.clear()
-    run(minutes=0, epochs=4)  # other settings: nothing read back is reused
-    assert len(trained) == 7
+    run(minutes=0, epochs=4)  # other settings: nothing read back is reused, and nothing is lost
+    assert len(trained) == 7 and len(pd.read_csv(next(tmp_path.glob("experiment.superseded-*[0-9].csv")))) == 8  # the shared one too
     trained.clear()
     redrawn = {"disc": {**pools["disc"], "all": classifier.synthetic_pool(DrawnDisc(), train[1], 64, seed=5, name="disc")}}
     run(pools=redrawn, minutes=0, epochs=4)  # a pool made anew (the generator trained on): its arms are trained again, the others read back
@@ -133,7 +133,7 @@ def test_experiment_keeps_its_budget_shares_the_first_classifier_and_resumes_in_
     other_test = (test[0], test[1].assign(image_id=test[1].image_id + "x"))
     trained.clear()
     run(test=other_test, minutes=0)  # another profile or seed: the earlier results are set aside, never overwritten
-    assert (tmp_path / "experiment.other-test-tiles.csv").is_file() and len(trained) == 7 and "set aside" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("experiment.other-test-tiles-*.csv"))) == 1 and len(trained) == 7 and "set aside" in capsys.readouterr().out
 
 def test_pseudo_labels_come_from_the_teacher_never_from_test_labels(monkeypatch):
     train, test = small_split()
