@@ -12,7 +12,7 @@ from .classifier import patient_bootstrap, patient_resamples, roc_auc
 
 # %% auto #0
 __all__ = ['AGE_BANDS', 'SUBGROUP_COLUMNS', 'DARK_SKIN', 'subgroups', 'operating_threshold', 'sensitivity', 'specificity_of',
-           'subgroup_report', 'group_gap', 'representation', 'plot_subgroup_bars', 'bias_on_phantom']
+           'subgroup_report', 'group_gap', 'say_gap', 'representation', 'plot_subgroup_bars', 'bias_on_phantom']
 
 # %% ../nbs/07_bias.ipynb #2d089692
 AGE_BANDS = [0, 30, 45, 60, 75, 200]
@@ -114,6 +114,24 @@ def group_gap(targets, scores, patients,  # one value per lesion
             "difference": difference(targets, values_seen, in_group), "low": float(low), "high": float(high),
             "group_malignant": int(targets[in_group].sum()), "significantly_worse": bool(high < -tolerance),
             "significantly_better": bool(low > tolerance)}
+
+# %% ../nbs/07_bias.ipynb #4688f677
+def say_gap(what: str,  # the comparison, e.g. "real only, ROC AUC on dark skin minus the rest"
+            gap: dict,  # from `group_gap`
+            min_group_malignant: int = 10,  # fewer malignant lesions in the group: shown, not interpreted
+           ) -> str:
+    "One sentence on a `group_gap`: why it is empty, too small to read, or what its interval says."
+    group_malignant = int(gap["group_malignant"])
+    if not np.isfinite(gap["difference"]):
+        return (f"{what}: not defined, the group ({group_malignant} malignant test lesions) or the rest lacks malignant or benign ones"
+                if group_malignant else f"{what}: not defined, the group has no malignant test lesion")
+    said = f"{what}: {gap['difference']:+.3f}"
+    if np.isfinite(gap["low"]): said += f" (95% interval {gap['low']:+.3f} to {gap['high']:+.3f})"
+    if group_malignant < min_group_malignant: return f"{said}; only {group_malignant} malignant lesions in the group: shown, not interpreted"
+    if not np.isfinite(gap["low"]): return f"{said}; too few resamples hold both classes for an interval: no conclusion"
+    verdict = ("significantly worse" if gap["significantly_worse"] else "significantly better" if gap["significantly_better"]
+               else "neither significantly worse nor better")
+    return f"{said}, {group_malignant} malignant lesions in the group: {verdict}"
 
 # %% ../nbs/07_bias.ipynb #4e126b90
 def representation(tables: dict,  # set name -> a table with the column (or a Series of values)

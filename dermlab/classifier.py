@@ -16,14 +16,14 @@ from .data import LABEL_COLUMNS, LEAKY_COLUMNS, assert_no_group_leak, balanced_s
 # %% auto #0
 __all__ = ['CLASSIFIER_METRICS', 'EFFICIENTNET_WEIGHTS', 'DEGRADATIONS', 'MIN_STEPS_PER_EPOCH', 'partial_auc_above_tpr',
            'sensitivity_at_specificity', 'brier_score', 'roc_auc', 'patient_resamples', 'patient_bootstrap',
-           'score_classifier', 'sample_negatives', 'BackboneUnavailable', 'build_small_cnn',
-           'build_pretrained_classifier', 'build_classifier', 'draw_hair', 'degrade_tiles', 'imaging_augmentation',
-           'tile_dataset', 'train_classifier', 'save_classifier', 'load_classifier', 'predict_scores',
-           'tabular_columns', 'patient_normalised', 'tabular_features', 'fit_tabular_baseline', 'tabular_scores',
-           'synthetic_pool', 'check_patients_apart', 'experiment_arms', 'training_key', 'experiment_plan',
-           'tiles_fingerprint', 'read_experiment', 'write_experiment', 'run_augmentation_experiment', 'summarise_arms',
-           'plot_experiment', 'records_fingerprint', 'save_synthetic_pool', 'load_synthetic_pool',
-           'stored_synthetic_pool', 'pool_size_within', 'pseudo_labels', 'train_with_pseudo_labels']
+           'score_classifier', 'paired_difference', 'say_difference', 'sample_negatives', 'BackboneUnavailable',
+           'build_small_cnn', 'build_pretrained_classifier', 'build_classifier', 'draw_hair', 'degrade_tiles',
+           'imaging_augmentation', 'tile_dataset', 'train_classifier', 'save_classifier', 'load_classifier',
+           'predict_scores', 'tabular_columns', 'patient_normalised', 'tabular_features', 'fit_tabular_baseline',
+           'tabular_scores', 'synthetic_pool', 'check_patients_apart', 'experiment_arms', 'training_key',
+           'experiment_plan', 'tiles_fingerprint', 'read_experiment', 'write_experiment', 'run_augmentation_experiment',
+           'summarise_arms', 'plot_experiment', 'records_fingerprint', 'save_synthetic_pool', 'load_synthetic_pool',
+           'stored_synthetic_pool', 'pool_size_within', 'arms_against', 'pseudo_labels', 'train_with_pseudo_labels']
 
 # %% ../nbs/06_classifier.ipynb #f278a63b
 def partial_auc_above_tpr(targets,  # 1 malignant, 0 benign
@@ -101,6 +101,36 @@ def score_classifier(targets, scores, patients,  # as for `patient_bootstrap`
         report[name] = metric(targets, scores)
         if resamples: report[f"{name}_low"], report[f"{name}_high"] = patient_bootstrap(targets, scores, patients, metric, resamples, seed)
     return report
+
+# %% ../nbs/06_classifier.ipynb #525127c8
+def paired_difference(targets,  # 1 malignant, 0 benign
+                      scores,  # scores of the classifier compared (columns: seeds, whose metrics are averaged)
+                      baseline_scores,  # scores of the classifier it is compared with, on the same lesions (columns: seeds)
+                      patients,  # patient id of each row: patients are resampled, with all their lesions
+                      metric=roc_auc,  # metric(targets, scores) -> float
+                      resamples: int = 1000,
+                      seed: int = 0,
+                      level: float = 0.95,  # interval coverage (widen it when several differences are judged at once)
+                     ) -> dict:
+    "The mean `metric` of `scores` minus that of `baseline_scores`, with an interval from one patient bootstrap of both."
+    targets = np.asarray(targets, float)
+    compared = np.asarray(scores, float).reshape(len(targets), -1)
+    both = np.column_stack([compared, np.asarray(baseline_scores, float).reshape(len(targets), -1)])
+    def difference(rows_targets, rows_scores):
+        values = [metric(rows_targets, column) for column in rows_scores.T]
+        return float(np.mean(values[:compared.shape[1]]) - np.mean(values[compared.shape[1]:]))
+    low, high = patient_bootstrap(targets, both, patients, difference, resamples, seed, level)
+    return {"difference": difference(targets, both), "low": low, "high": high}
+
+def say_difference(what: str,  # what changed, e.g. "colour cast, ROC AUC"
+                   change: dict,  # from `paired_difference`
+                  ) -> str:
+    "One sentence: the difference, its interval, and whether this test set can tell it from no change."
+    if not np.isfinite(change["low"]):
+        return f"{what}: {change['difference']:+.3f}, no interval (too few resamples hold both classes): no conclusion"
+    verdict = ("higher, beyond its interval" if change["low"] > 0 else "lower, beyond its interval" if change["high"] < 0
+               else "within its interval of no change: this test set cannot tell it from chance")
+    return f"{what}: {change['difference']:+.3f} (95% interval {change['low']:+.3f} to {change['high']:+.3f}), {verdict}"
 
 # %% ../nbs/06_classifier.ipynb #99623978
 def sample_negatives(table: pd.DataFrame,  # canonical table of one split
@@ -675,6 +705,23 @@ def pool_size_within(generator,  # anything with `generate(records, seed=...)`
     generator.generate(records.head(probe), seed=0)
     seconds_per_tile = (time.perf_counter() - start) / max(min(probe, len(records)), 1)
     return int(min(wanted, minutes * 60 / seconds_per_tile)), seconds_per_tile
+
+# %% ../nbs/06_classifier.ipynb #2845c371
+def arms_against(scores: dict,  # `training_key` -> test scores (from `run_augmentation_experiment`)
+                 test_table: pd.DataFrame,  # the test rows the scores are of (`target`, `patient_id`)
+                 baseline: str = "real only",  # the arm every other arm is compared with
+                 metric=partial_auc_above_tpr,  # metric(targets, scores) -> float
+                 resamples: int = 1000,
+                 seed: int = 0,
+                 level: float = 0.95,  # interval coverage
+                ) -> pd.DataFrame:
+    "Per arm: its metric minus the baseline's (seeds averaged), paired on the same test patients, with its interval."
+    def columns(arm): return np.column_stack([value for key, value in scores.items() if key.startswith(arm + " | seed ")])
+    arms = list(dict.fromkeys(key.split(" | seed ")[0] for key in scores))
+    if baseline not in arms: raise DermlabDataError(f"no scores of the baseline arm {baseline!r} among {arms}")
+    rows = {arm: paired_difference(test_table.target, columns(arm), columns(baseline), test_table.patient_id, metric, resamples, seed, level)
+            for arm in arms if arm != baseline}
+    return pd.DataFrame(rows, index=["difference", "low", "high"]).T
 
 # %% ../nbs/06_classifier.ipynb #66d11d81
 def pseudo_labels(scores: np.ndarray,  # the teacher's scores of unlabelled tiles

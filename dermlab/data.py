@@ -27,7 +27,7 @@ __all__ = ['ISIC2024_TRAIN_COLUMNS', 'ISIC2024_TRAIN_ONLY_COLUMNS', 'ISIC2024_TE
            'drop_leaky_columns', 'normalise_site', 'UnreadableValueWarning', 'read_numbers', 'read_labels',
            'clean_table', 'skin_estimate_cache', 'estimate_skin_tone', 'assign_skin_tone_groups', 'IsicData',
            'read_isic2024', 'read_isic2020', 'read_isic2019', 'read_ham10000', 'read_synthetic', 'detect_format',
-           'load_isic', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
+           'load_isic', 'is_phantom', 'TabularEncoder', 'append_noise', 'split_by_patient', 'assert_no_group_leak',
            'subsample_by_patient', 'restore_memory_allocator', 'jpeg_scale_for', 'is_malignant', 'balanced_stream',
            'make_image_dataset', 'tile_blocks', 'read_tiles']
 
@@ -545,6 +545,15 @@ def load_isic(folder: str | Path,  # e.g. /kaggle/input/isic-2024-challenge, or 
     name, found = detect_format(folder)
     if name in ("isic2024", "isic2020"): options["split"] = split
     return READERS[name](found, **options)
+
+# %% ../nbs/01_data.ipynb #acf6ee41
+def is_phantom(table: pd.DataFrame,  # a canonical table (from `load_isic`)
+              ) -> bool:
+    "Whether every row is a dermlab phantom tile, said in one line: the checks of the phantom's known truth run only then."
+    phantom = len(table) > 0 and "source" in table and bool((table.source == "phantom").all())
+    print("data: a dermlab phantom set: the checks of its known truth below are on" if phantom else
+          "data: not a phantom set: the checks of the phantom's known truth below are off")
+    return phantom
 
 # %% ../nbs/01_data.ipynb #80287fdd
 @dataclass

@@ -11,11 +11,11 @@ from pathlib import Path
 import dermlab
 
 # %% auto #0
-__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'QUICK_TILES', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS',
-           'install_source', 'detect_platform', 'find_clone', 'runs_folder', 'mount_drive', 'previous_runs',
-           'restore_previous_runs', 'spoken_duration', 'budget_durations', 'describe_budget', 'decide_quick',
-           'gpu_count', 'find_platform_data', 'course_data', 'course_sample', 'CourseSetup', 'course_setup',
-           'train_small_generator', 'AveragedDownGenerator', 'load_course_generators']
+__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'CLASSIFIER_PHANTOM', 'QUICK_TILES', 'COURSE_GENERATORS',
+           'SMALL_GENERATOR_STEPS', 'install_source', 'detect_platform', 'find_clone', 'runs_folder', 'mount_drive',
+           'previous_runs', 'restore_previous_runs', 'spoken_duration', 'budget_durations', 'describe_budget',
+           'decide_quick', 'gpu_count', 'find_platform_data', 'course_data', 'lesson_data', 'course_sample',
+           'CourseSetup', 'course_setup', 'train_small_generator', 'AveragedDownGenerator', 'load_course_generators']
 
 # %% ../nbs/00_getting_started.ipynb #7c93e488
 COURSE_REPOSITORY = "https://github.com/dermlab/dermlab"
@@ -101,21 +101,22 @@ def restore_previous_runs(run_folder: str | Path,  # this session's run folder (
 # %% ../nbs/00_getting_started.ipynb #248cc83f
 TIME_BUDGET = {
     # notebook: (minutes in quick mode on a 2-core CPU, measured; hours of the full profile on a T4, estimate;
-    #            hours of the full profile on the same CPU, estimate). From `dermlab run --quick` and
-    # `python benchmarks/bench_time_budget.py --run <run folder>/run.json` on a 2-core AMD EPYC, 2026-11-23.
-    "00_getting_started": (0.4, 0.003, 0.003),
-    "01_phantom": (0.35, 0.049, 0.049),
-    "00_core": (0.2, 0.001, 0.001),
-    "00_skin_colour": (0.22, 0.019, 0.019),
-    "01_data": (0.28, 0.046, 0.046),
-    "01_generators": (0.14, 0.008, 0.008),
-    "02_gan": (2.2, 0.027, 1.065),
-    "03_deconv": (0.29, 0.024, 0.103),
-    "04_diffusion": (1.83, 0.227, 20.96),
-    "05_evaluate": (0.36, 0.015, 0.06),
-    "05_memorisation": (0.71, 0.03, 0.118),
-    "06_classifier": (2.53, 3.254, 13.015),
-    "07_bias": (1.57, 0.078, 0.314),
+    #            hours of the full profile on the same CPU, estimate). The estimates: `dermlab run --quick` and
+    # `python benchmarks/bench_time_budget.py --run <run folder>/run.json` on a 2-core AMD EPYC, 2026-11-23; the quick
+    # minutes: `dermlab run --quick` on a 2-core AMD EPYC, 2026-12-02 (10 min 12 s in all).
+    "00_getting_started": (0.24, 0.003, 0.003),
+    "01_phantom": (0.24, 0.049, 0.049),
+    "00_core": (0.11, 0.001, 0.001),
+    "00_skin_colour": (0.16, 0.019, 0.019),
+    "01_data": (0.23, 0.046, 0.046),
+    "01_generators": (0.21, 0.008, 0.008),
+    "02_gan": (1.2, 0.027, 1.065),
+    "03_deconv": (0.38, 0.024, 0.103),
+    "04_diffusion": (1.15, 0.227, 20.96),
+    "05_evaluate": (0.27, 0.015, 0.06),
+    "05_memorisation": (0.42, 0.03, 0.118),
+    "06_classifier": (4.37, 3.254, 13.015),
+    "07_bias": (1.2, 0.078, 0.314),
 }
 "What each notebook costs: quick mode on a 2-core CPU (measured), the full profile on a T4 and on that CPU (estimates)."
 
@@ -172,17 +173,50 @@ def course_data(data_dir: str,  # the notebook's DATA_DIR: kept when given
                 n_patients: int,  # patients of that phantom
                 seed: int = 42,  # phantom seed
                 positive_rate: float = 0.05,  # share of malignant phantom tiles
+                skin_tone_shares: tuple | None = None,  # patients with light, tan and brown-to-dark skin; None: the phantom's default
+                why: str = "no DATA_DIR given, no competition data found",  # said when a phantom set is rendered
                ) -> str:
     "The data folder to use: `data_dir` when given, else a phantom set, rendered once per size and kept for the next notebook."
     from dermlab.phantom import make_phantom_isic
     if data_dir: return str(data_dir)
-    folder = Path(out_dir).parent/"phantoms"/f"{n_images}_images_{n_patients}_patients_{positive_rate:g}_malignant_seed_{seed}"
+    tones = "" if skin_tone_shares is None else "_skin_" + "_".join(f"{share:g}" for share in skin_tone_shares)
+    folder = Path(out_dir).parent/"phantoms"/f"{n_images}_images_{n_patients}_patients_{positive_rate:g}_malignant{tones}_seed_{seed}"
     if (folder/"phantom-card.json").is_file():
         print(f"data: the phantom set an earlier run rendered, {folder}")
         return str(folder)
-    make_phantom_isic(folder, n_images=n_images, n_patients=n_patients, positive_rate=positive_rate, seed=seed)
-    print(f"data: rendered a phantom set of {n_images} images into {folder} (no DATA_DIR given, no competition data found)")
+    shares = {} if skin_tone_shares is None else {"skin_tone_shares": tuple(skin_tone_shares)}
+    make_phantom_isic(folder, n_images=n_images, n_patients=n_patients, positive_rate=positive_rate, seed=seed, **shares)
+    print(f"data: rendered a phantom set of {n_images} images into {folder} ({why})")
     return str(folder)
+
+# %% ../nbs/00_getting_started.ipynb #07237155
+CLASSIFIER_PHANTOM = {
+    # quick: on seeds 42, 43 and 44 its test split held 29 to 30 malignant tiles of 20 to 24 patients (rendered in about 6 s)
+    "quick": {"n_images": 800, "n_patients": 320, "positive_rate": 0.25, "skin_tone_shares": (0.45, 0.2, 0.35)},
+    "full": {"n_images": 3000, "n_patients": 300, "positive_rate": 0.1},
+}
+"The phantom set of the classifier lessons in each profile, enriched in malignant tiles so that a test split of patients can be read."
+
+def lesson_data(data_dir: str,  # the notebook's DATA_DIR
+                out_dir: str | Path,  # the notebook's OUT_DIR; phantoms are kept beside it, in ../phantoms
+                phantom: dict,  # the phantom set to render when one is needed (a profile of `CLASSIFIER_PHANTOM`)
+                seed: int = 42,  # phantom seed
+                min_test_malignant: int = 20,  # malignant tiles the lesson's test split needs
+                test_share: float = 0.15,  # the test split's share of the tiles (as `split_by_patient` makes it)
+               ) -> str:
+    "`data_dir`, unless it is empty or a phantom set too small for `min_test_malignant` malignant test tiles: then the `phantom` set, said so."
+    import json
+    card = Path(data_dir)/"phantom-card.json" if data_dir else None
+    if data_dir and not card.is_file(): return str(data_dir)  # your own data: kept, whatever it holds
+    if data_dir:
+        described = json.loads(card.read_text())
+        malignant = described.get("n_malignant", round(described["n_images"] * described["positive_rate"]))
+        if malignant * test_share >= min_test_malignant: return str(data_dir)
+        print(f"data: the phantom set in {data_dir} has {malignant} malignant tiles, about {malignant * test_share:.0f} of them in a test split; "
+              f"this lesson needs {min_test_malignant} there, so it reads a phantom set of {phantom['n_images']} images, "
+              f"{phantom['positive_rate']:.0%} malignant")
+    why = "the lesson's own phantom set" if data_dir else "no DATA_DIR given, no competition data found"
+    return course_data("", out_dir, seed=seed, why=why, **phantom)
 
 # %% ../nbs/00_getting_started.ipynb #161544fc
 QUICK_TILES = 600

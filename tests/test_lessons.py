@@ -1,0 +1,29 @@
+"The quick course's lessons hold on other seeds than the course test's 42: each notebook asserts, beside the sentence, what it teaches."
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from dermlab.pipeline import run_course
+
+def printed(notebook) -> str:
+    "Everything an executed notebook's code cells printed."
+    return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+
+@pytest.mark.parametrize("seed", [43, 44])
+def test_the_quick_lessons_of_the_baseline_the_classifier_and_the_bias_analysis_hold_on_another_seed(tmp_path, seed):
+    "03_deconv, 06_classifier and 07_bias in quick mode on the phantom of another seed: every assert beside a lesson holds (a failing cell fails the run)."
+    folder = run_course(tmp_path / "run", quick=True, notebooks=["03_deconv", "06_classifier", "07_bias"], seed=seed)
+    report = json.loads((folder / "run.json").read_text())
+    assert [n["notebook"] for n in report["notebooks"]] == ["01_phantom.ipynb", "03_deconv.ipynb", "06_classifier.ipynb", "07_bias.ipynb"]
+    shown = {name: printed(nbformat.read(folder / "executed" / f"{name}.ipynb", as_version=4)) for name in ["03_deconv", "06_classifier", "07_bias"]}
+    for name, said in shown.items():  # the phantom's checks ran: they are the lessons
+        assert "the checks of its known truth below are on" in said or name == "07_bias", name
+    assert "the baseline's noise changes its tiles" in shown["03_deconv"]
+    experiment = pd.read_csv(folder / "06_classifier" / "experiment.csv")
+    assert (experiment.malignant >= 20).all() and experiment.groupby("arm").seed.nunique().min() == 2
+    assert "arms beat real only beyond their interval" in shown["06_classifier"] and "ROC AUC change" in shown["06_classifier"]
+    semi = pd.read_csv(folder / "06_classifier" / "semi_supervised.csv")
+    assert set(semi.arm) == {"labelled only", "+ pseudo-labels", "all labels"}
+    assert "the gap found; nothing planted: no gap invented" in shown["07_bias"]
