@@ -128,8 +128,8 @@ def say_difference(what: str,  # what changed, e.g. "colour cast, ROC AUC"
     "One sentence: the difference, its interval, and whether this test set can tell it from no change."
     if not np.isfinite(change["low"]):
         return f"{what}: {change['difference']:+.3f}, no interval (too few resamples hold both classes): no conclusion"
-    verdict = ("higher, beyond its interval" if change["low"] > 0 else "lower, beyond its interval" if change["high"] < 0
-               else "within its interval of no change: this test set cannot tell it from chance")
+    verdict = ("higher: its interval excludes no change" if change["low"] > 0 else "lower: its interval excludes no change" if change["high"] < 0
+               else "its interval includes no change: this test set cannot tell it from chance")
     return f"{what}: {change['difference']:+.3f} (95% interval {change['low']:+.3f} to {change['high']:+.3f}), {verdict}"
 
 # %% ../nbs/06_classifier.ipynb #99623978
