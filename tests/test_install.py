@@ -59,7 +59,9 @@ def test_installing_dermlab_keeps_the_students_tensorflow(installed, name):
     assert not changed, f"{name}: dermlab's install replaced {changed}"
     assert result["check"].returncode == 0, f"{name}: pip check: {result['check'].stdout}{result['check'].stderr}"
     imported = result["imported"]
-    assert imported.returncode == 0 and "error" not in imported.stderr.lower() and "traceback" not in imported.stderr.lower(), \
+    said = [line for line in imported.stderr.lower().splitlines()  # TensorFlow's own start-up notices (oneDNN's speaks of "round-off errors") aside
+            if not line.startswith(("i0000", "warning: all log messages before absl"))]
+    assert imported.returncode == 0 and not any("error" in line or "traceback" in line for line in said), \
         f"{name}: importing tensorflow, keras_cv, dermlab printed:\n{imported.stderr[-3000:]}"
     print(f"{name}: tensorflow-cpu {result['after']['tensorflow-cpu']}, keras {result['after']['keras']}, "
           f"protobuf {result['before'].get('protobuf')} -> {result['after'].get('protobuf')}; import: {imported.stdout.strip()}")
