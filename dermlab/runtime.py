@@ -202,10 +202,12 @@ def lesson_data(data_dir: str,  # the notebook's DATA_DIR
                 phantom: dict,  # the phantom set to render when one is needed (a profile of `CLASSIFIER_PHANTOM`)
                 seed: int = 42,  # phantom seed
                 min_test_malignant: int = 20,  # malignant tiles the lesson's test split needs
-                test_share: float = 0.15,  # the test split's share of the tiles (as `split_by_patient` makes it)
+                test_share: float | None = None,  # the test split's share of the tiles; None: `split_by_patient`'s own
                ) -> str:
     "`data_dir`, unless it is empty or a phantom set too small for `min_test_malignant` malignant test tiles: then the `phantom` set, said so."
-    import json
+    import inspect, json
+    from dermlab.data import split_by_patient
+    test_share = test_share or inspect.signature(split_by_patient).parameters["fractions"].default[2]
     card = Path(data_dir)/"phantom-card.json" if data_dir else None
     if data_dir and not card.is_file(): return str(data_dir)  # your own data: kept, whatever it holds
     if data_dir:
