@@ -15,15 +15,16 @@ from .data import LABEL_COLUMNS, LEAKY_COLUMNS, assert_no_group_leak, balanced_s
 
 # %% auto #0
 __all__ = ['CLASSIFIER_METRICS', 'EFFICIENTNET_WEIGHTS', 'DEGRADATIONS', 'MIN_STEPS_PER_EPOCH', 'partial_auc_above_tpr',
-           'sensitivity_at_specificity', 'brier_score', 'roc_auc', 'patient_resamples', 'patient_bootstrap',
-           'score_classifier', 'paired_difference', 'say_difference', 'sample_negatives', 'BackboneUnavailable',
-           'build_small_cnn', 'build_pretrained_classifier', 'build_classifier', 'draw_hair', 'degrade_tiles',
-           'imaging_augmentation', 'tile_dataset', 'train_classifier', 'save_classifier', 'load_classifier',
-           'predict_scores', 'tabular_columns', 'patient_normalised', 'tabular_features', 'fit_tabular_baseline',
-           'tabular_scores', 'synthetic_pool', 'check_patients_apart', 'experiment_arms', 'training_key',
-           'experiment_plan', 'tiles_fingerprint', 'read_experiment', 'write_experiment', 'run_augmentation_experiment',
-           'summarise_arms', 'plot_experiment', 'records_fingerprint', 'save_synthetic_pool', 'load_synthetic_pool',
-           'stored_synthetic_pool', 'pool_size_within', 'arms_against', 'pseudo_labels', 'train_with_pseudo_labels']
+           'sensitivity_at_specificity', 'brier_score', 'roc_auc', 'patient_resamples', 'patient_bootstrap_intervals',
+           'patient_bootstrap', 'score_classifier', 'paired_difference', 'say_difference', 'sample_negatives',
+           'BackboneUnavailable', 'build_small_cnn', 'build_pretrained_classifier', 'build_classifier', 'draw_hair',
+           'degrade_tiles', 'imaging_augmentation', 'tile_dataset', 'train_classifier', 'save_classifier',
+           'load_classifier', 'predict_scores', 'tabular_columns', 'patient_normalised', 'tabular_features',
+           'fit_tabular_baseline', 'tabular_scores', 'synthetic_pool', 'check_patients_apart', 'experiment_arms',
+           'training_key', 'experiment_plan', 'tiles_fingerprint', 'read_experiment', 'write_experiment',
+           'run_augmentation_experiment', 'summarise_arms', 'plot_experiment', 'records_fingerprint',
+           'save_synthetic_pool', 'load_synthetic_pool', 'stored_synthetic_pool', 'pool_size_within', 'arms_against',
+           'pseudo_labels', 'train_with_pseudo_labels']
 
 # %% ../nbs/06_classifier.ipynb #f278a63b
 def partial_auc_above_tpr(targets,  # 1 malignant, 0 benign
@@ -75,20 +76,28 @@ def patient_resamples(patients,  # patient id of each row (missing ids are one g
     random = np.random.default_rng(seed)
     for _ in range(resamples): yield np.concatenate(rows_of[random.integers(0, len(rows_of), len(rows_of))])
 
-def patient_bootstrap(targets,  # 1 malignant, 0 benign
-                      scores,  # the classifier's scores
-                      patients,  # patient id of each row: patients are resampled, with all their lesions
-                      metric,  # metric(targets, scores) -> float
+def patient_bootstrap_intervals(targets,  # 1 malignant, 0 benign
+                                scores,  # the classifier's scores
+                                patients,  # patient id of each row: patients are resampled, with all their lesions
+                                metric,  # metric(targets, scores) -> float
+                                resamples: int = 1000,
+                                seed: int = 0,
+                                levels: tuple = (0.95,),  # interval coverages, all read from the same resamples
+                               ) -> list[tuple[float, float]]:
+    "Percentile intervals of `metric` over resamples of patients, one per level (NaN resamples, e.g. without a malignant lesion, are skipped)."
+    targets, scores = np.asarray(targets, float), np.asarray(scores, float)
+    values = np.asarray([metric(targets[rows], scores[rows]) for rows in patient_resamples(patients, resamples, seed)], float)
+    values = values[np.isfinite(values)]
+    if len(values) < resamples / 2: return [(float("nan"), float("nan")) for _ in levels]
+    return [tuple(float(q) for q in np.quantile(values, [(1 - level) / 2, (1 + level) / 2])) for level in levels]
+
+def patient_bootstrap(targets, scores, patients, metric,  # as for `patient_bootstrap_intervals`
                       resamples: int = 1000,
                       seed: int = 0,
                       level: float = 0.95,  # interval coverage
                      ) -> tuple[float, float]:
     "A percentile interval of `metric` over resamples of patients (NaN resamples, e.g. without a malignant lesion, are skipped)."
-    targets, scores = np.asarray(targets, float), np.asarray(scores, float)
-    values = np.asarray([metric(targets[rows], scores[rows]) for rows in patient_resamples(patients, resamples, seed)], float)
-    values = values[np.isfinite(values)]
-    if len(values) < resamples / 2: return (float("nan"), float("nan"))
-    return tuple(float(q) for q in np.quantile(values, [(1 - level) / 2, (1 + level) / 2]))
+    return patient_bootstrap_intervals(targets, scores, patients, metric, resamples, seed, (level,))[0]
 
 def score_classifier(targets, scores, patients,  # as for `patient_bootstrap`
                      resamples: int = 1000,  # 0: no intervals
@@ -110,17 +119,19 @@ def paired_difference(targets,  # 1 malignant, 0 benign
                       metric=roc_auc,  # metric(targets, scores) -> float
                       resamples: int = 1000,
                       seed: int = 0,
-                      level: float = 0.95,  # interval coverage (widen it when several differences are judged at once)
+                      level: float = 0.95,  # interval coverage
+                      wide_level: float | None = None,  # a second, wider coverage from the same resamples (when several differences are judged at once)
                      ) -> dict:
-    "The mean `metric` of `scores` minus that of `baseline_scores`, with an interval from one patient bootstrap of both."
+    "The mean `metric` of `scores` minus that of `baseline_scores`, with an interval (and `wide_level`'s) from one patient bootstrap of both."
     targets = np.asarray(targets, float)
     compared = np.asarray(scores, float).reshape(len(targets), -1)
     both = np.column_stack([compared, np.asarray(baseline_scores, float).reshape(len(targets), -1)])
     def difference(rows_targets, rows_scores):
         values = [metric(rows_targets, column) for column in rows_scores.T]
         return float(np.mean(values[:compared.shape[1]]) - np.mean(values[compared.shape[1]:]))
-    low, high = patient_bootstrap(targets, both, patients, difference, resamples, seed, level)
-    return {"difference": difference(targets, both), "low": low, "high": high}
+    intervals = patient_bootstrap_intervals(targets, both, patients, difference, resamples, seed, (level, wide_level or level))
+    change = {"difference": difference(targets, both), "low": intervals[0][0], "high": intervals[0][1], "level": level}
+    return change | ({"wide_low": intervals[1][0], "wide_high": intervals[1][1], "wide_level": wide_level} if wide_level else {})
 
 def say_difference(what: str,  # what changed, e.g. "colour cast, ROC AUC"
                    change: dict,  # from `paired_difference`
@@ -130,7 +141,7 @@ def say_difference(what: str,  # what changed, e.g. "colour cast, ROC AUC"
         return f"{what}: {change['difference']:+.3f}, no interval (too few resamples hold both classes): no conclusion"
     verdict = ("higher: its interval excludes no change" if change["low"] > 0 else "lower: its interval excludes no change" if change["high"] < 0
                else "its interval includes no change: this test set cannot tell it from chance")
-    return f"{what}: {change['difference']:+.3f} (95% interval {change['low']:+.3f} to {change['high']:+.3f}), {verdict}"
+    return f"{what}: {change['difference']:+.3f} ({change.get('level', 0.95):.0%} interval {change['low']:+.3f} to {change['high']:+.3f}), {verdict}"
 
 # %% ../nbs/06_classifier.ipynb #99623978
 def sample_negatives(table: pd.DataFrame,  # canonical table of one split
@@ -714,14 +725,15 @@ def arms_against(scores: dict,  # `training_key` -> test scores (from `run_augme
                  resamples: int = 1000,
                  seed: int = 0,
                  level: float = 0.95,  # interval coverage
+                 wide_level: float | None = None,  # a second, wider coverage from the same resamples (`paired_difference`)
                 ) -> pd.DataFrame:
     "Per arm: its metric minus the baseline's (seeds averaged), paired on the same test patients, with its interval."
     def columns(arm): return np.column_stack([value for key, value in scores.items() if key.startswith(arm + " | seed ")])
     arms = list(dict.fromkeys(key.split(" | seed ")[0] for key in scores))
     if baseline not in arms: raise DermlabDataError(f"no scores of the baseline arm {baseline!r} among {arms}")
-    rows = {arm: paired_difference(test_table.target, columns(arm), columns(baseline), test_table.patient_id, metric, resamples, seed, level)
+    rows = {arm: paired_difference(test_table.target, columns(arm), columns(baseline), test_table.patient_id, metric, resamples, seed, level, wide_level)
             for arm in arms if arm != baseline}
-    return pd.DataFrame(rows, index=["difference", "low", "high"]).T
+    return pd.DataFrame(rows).T.drop(columns=["level", "wide_level"], errors="ignore").astype(float)
 
 # %% ../nbs/06_classifier.ipynb #66d11d81
 def pseudo_labels(scores: np.ndarray,  # the teacher's scores of unlabelled tiles

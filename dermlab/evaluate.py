@@ -18,12 +18,12 @@ from .data import IsicData, make_image_dataset, read_tiles
 from .generators import diversity_of, sample_diversity
 
 # %% auto #0
-__all__ = ['REALISM_MEASURES', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'texture_of', 'measure_tiles',
-           'realism_ratios', 'tile_features', 'two_sample_test', 'show_tile_rows', 'image_sharpness',
-           'fidelity_requests', 'fidelity_of', 'conditional_fidelity', 'compare_with_real', 'FeaturesUnavailable',
-           'TileFeatures', 'inception_features', 'AttributeNetwork', 'attribute_columns', 'build_attribute_network',
-           'train_attribute_network', 'frechet_distance', 'kernel_distance', 'precision_recall',
-           'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
+__all__ = ['REALISM_MEASURES', 'NEAR_REAL', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'texture_of',
+           'measure_tiles', 'realism_ratios', 'texture_in_words', 'tile_features', 'two_sample_test', 'show_tile_rows',
+           'image_sharpness', 'fidelity_requests', 'fidelity_of', 'conditional_fidelity', 'compare_with_real',
+           'FeaturesUnavailable', 'TileFeatures', 'inception_features', 'AttributeNetwork', 'attribute_columns',
+           'build_attribute_network', 'train_attribute_network', 'frechet_distance', 'kernel_distance',
+           'precision_recall', 'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
 
 # %% ../nbs/05_evaluate.ipynb #14d4d9b0
 def texture_of(lightness: np.ndarray,  # the tile's L* (size, size), unsmoothed
@@ -76,6 +76,16 @@ def realism_ratios(generated: pd.DataFrame,  # `measure_tiles` of generated tile
     "Median of each measure of `REALISM_MEASURES`, generated over real (1: like the real tiles)."
     ratio = lambda column: float(generated[column].median() / real[column].median()) if real[column].median() else float("nan")
     return {f"{column}_ratio": ratio(column) for column in REALISM_MEASURES}
+
+NEAR_REAL = (0.67, 1.5)
+"The band of a `realism_ratios` ratio that the course reads as about real: a third lower to half higher (other real tiles sit inside it)."
+
+def texture_in_words(ratio: float,  # a `skin_texture_ratio`
+                     grainier: str = "grainier than real skin",  # the words for a ratio above `NEAR_REAL`
+                    ) -> str:
+    "The skin texture ratio in words: smoother than real skin, about as textured, or grainier (the band of `NEAR_REAL`)."
+    if not np.isfinite(ratio): return "not measured (too little skin on the tiles)"
+    return "smoother than real skin" if ratio < NEAR_REAL[0] else grainier if ratio > NEAR_REAL[1] else "about as textured as real skin"
 
 def tile_features(images: np.ndarray) -> np.ndarray:  # uint8 tiles (n, size, size, 3), size at least 16
     "What the two-sample classifier sees: the CIELAB layout at 8x8, and the lightness power in 8 bands of spatial frequency."

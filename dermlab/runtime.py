@@ -202,21 +202,22 @@ def lesson_data(data_dir: str,  # the notebook's DATA_DIR
                 phantom: dict,  # the phantom set to render when one is needed (a profile of `CLASSIFIER_PHANTOM`)
                 seed: int = 42,  # phantom seed
                 min_test_malignant: int = 20,  # malignant tiles the lesson's test split needs
-                test_share: float | None = None,  # the test split's share of the tiles; None: `split_by_patient`'s own
+                min_test_patients: int = 15,  # patients with a malignant tile the lesson's test split needs
+                test_share: float | None = None,  # the test split's share of the patients; None: `split_by_patient`'s own
                ) -> str:
-    "`data_dir`, unless it is empty or a phantom set too small for `min_test_malignant` malignant test tiles: then the `phantom` set, said so."
-    import inspect, json
+    "`data_dir`, unless it is empty or a phantom set too small for the lesson's test split: then the `phantom` set, said so."
+    import inspect
+    import pandas as pd
     from dermlab.data import split_by_patient
     test_share = test_share or inspect.signature(split_by_patient).parameters["fractions"].default[2]
-    card = Path(data_dir)/"phantom-card.json" if data_dir else None
-    if data_dir and not card.is_file(): return str(data_dir)  # your own data: kept, whatever it holds
+    if data_dir and not (Path(data_dir)/"phantom-card.json").is_file(): return str(data_dir)  # your own data: kept, whatever it holds
     if data_dir:
-        described = json.loads(card.read_text())
-        malignant = described.get("n_malignant", round(described["n_images"] * described["positive_rate"]))
-        if malignant * test_share >= min_test_malignant: return str(data_dir)
-        print(f"data: the phantom set in {data_dir} has {malignant} malignant tiles, about {malignant * test_share:.0f} of them in a test split; "
-              f"this lesson needs {min_test_malignant} there, so it reads a phantom set of {phantom['n_images']} images, "
-              f"{phantom['positive_rate']:.0%} malignant")
+        rows = pd.read_csv(Path(data_dir)/"train-metadata.csv", usecols=["patient_id", "target"])  # two columns: a second, even at 400,000 rows
+        malignant, patients = int(rows.target.sum()), rows.patient_id[rows.target == 1].nunique()
+        if malignant * test_share >= min_test_malignant and patients * test_share >= min_test_patients: return str(data_dir)
+        print(f"data: the phantom set in {data_dir} has {malignant} malignant tiles of {patients} patients, about "
+              f"{malignant * test_share:.0f} of {patients * test_share:.0f} in a test split; this lesson needs {min_test_malignant} "
+              f"of {min_test_patients} there, so it reads a phantom set of {phantom['n_images']} images, {phantom['positive_rate']:.0%} malignant")
     why = "the lesson's own phantom set" if data_dir else "no DATA_DIR given, no competition data found"
     return course_data("", out_dir, seed=seed, why=why, **phantom)
 
