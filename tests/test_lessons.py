@@ -11,16 +11,21 @@ def printed(notebook) -> str:
     "Everything an executed notebook's code cells printed."
     return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
 
-@pytest.mark.parametrize("seed", [43, 44])
+# seed 43 runs the four notebooks whose quick lessons can fail on a seed; seed 44 only the two whose lessons rest on the test split of
+# their lesson phantom (06_classifier and 07_bias: robustness, pseudo-labels, the planted gap), with stand-in generators, to keep CI short
+LESSONS = {43: ["02_gan", "03_deconv", "06_classifier", "07_bias"], 44: ["06_classifier", "07_bias"]}
+
+@pytest.mark.parametrize("seed", list(LESSONS))
 def test_the_quick_lessons_of_the_baseline_the_classifier_and_the_bias_analysis_hold_on_another_seed(tmp_path, seed):
-    "02_gan (for 03_deconv's comparison), 03_deconv, 06_classifier and 07_bias in quick mode on the phantom of another seed: every assert beside a lesson holds (a failing cell fails the run)."
-    folder = run_course(tmp_path / "run", quick=True, notebooks=["02_gan", "03_deconv", "06_classifier", "07_bias"], seed=seed)
+    "The notebooks of `LESSONS` in quick mode on the phantom of another seed (02_gan for 03_deconv's comparison): every assert beside a lesson holds (a failing cell fails the run)."
+    folder = run_course(tmp_path / "run", quick=True, notebooks=LESSONS[seed], seed=seed)
     report = json.loads((folder / "run.json").read_text())
-    assert [n["notebook"] for n in report["notebooks"]] == ["01_phantom.ipynb", "02_gan.ipynb", "03_deconv.ipynb", "06_classifier.ipynb", "07_bias.ipynb"]
-    shown = {name: printed(nbformat.read(folder / "executed" / f"{name}.ipynb", as_version=4)) for name in ["03_deconv", "06_classifier", "07_bias"]}
-    for name in ["03_deconv", "06_classifier"]:  # the phantom's checks ran: they are the lessons
+    assert [n["notebook"] for n in report["notebooks"]] == ["01_phantom.ipynb"] + [f"{name}.ipynb" for name in LESSONS[seed]]
+    shown = {name: printed(nbformat.read(folder / "executed" / f"{name}.ipynb", as_version=4)) for name in LESSONS[seed] if name != "02_gan"}
+    for name in {"03_deconv", "06_classifier"} & set(shown):  # the phantom's checks ran: they are the lessons
         assert "the checks of its known truth below are on" in shown[name], name
-    assert f"GAN from {folder / '02_gan' / 'gan'}" in shown["03_deconv"]  # blurrier than the course's GAN, not a stand-in's
+    if "03_deconv" in shown: assert f"GAN from {folder / '02_gan' / 'gan'}" in shown["03_deconv"]  # blurrier than the course's GAN, not a stand-in's
+    else: assert "GAN: training a small stand-in here" in shown["06_classifier"]  # said, where the course's GAN is missing
     experiment = pd.read_csv(folder / "06_classifier" / "experiment.csv")
     assert (experiment.malignant >= 20).all() and experiment.groupby("arm").seed.nunique().min() == 2  # the lesson phantom's test split
     semi = pd.read_csv(folder / "06_classifier" / "semi_supervised.csv")

@@ -42,7 +42,7 @@ def test_course_runs_end_to_end_on_the_phantom_set(tmp_path, capfd):
     assert list(comparison.index) == ["real held-out tiles (ceiling)", "GAN", "Conv2DTranspose baseline", "diffusion"]
     assert comparison.copy_rate.notna().all() and (folder / "05_memorisation" / "review_kit" / "key.csv").exists()
     experiment = pd.read_csv(folder / "06_classifier" / "experiment.csv")  # real only and both quick-mode generators, two seeds each
-    assert {"real only", "+ GAN 1:1", "+ GAN 4:1", "+ Conv2DTranspose baseline 4:1", "+ GAN malignant x4"} <= set(experiment.arm)
+    assert {"real only", "+ GAN 1:1", "+ Conv2DTranspose baseline 1:1", "+ GAN malignant x4", "+ Conv2DTranspose baseline malignant x4"} <= set(experiment.arm)
     assert experiment.groupby("arm").seed.nunique().min() == 2
     from dermlab.classifier import partial_auc_above_tpr, roc_auc
     scores = pd.read_csv(folder / "06_classifier" / "experiment_scores.csv")  # every arm's test scores: its metrics follow from them
