@@ -20,10 +20,11 @@ from .generators import diversity_of, sample_diversity
 # %% auto #0
 __all__ = ['REALISM_MEASURES', 'NEAR_REAL', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'texture_of',
            'measure_tiles', 'realism_ratios', 'texture_in_words', 'tile_features', 'two_sample_test', 'show_tile_rows',
-           'image_sharpness', 'fidelity_requests', 'fidelity_of', 'conditional_fidelity', 'compare_with_real',
-           'FeaturesUnavailable', 'TileFeatures', 'inception_features', 'AttributeNetwork', 'attribute_columns',
-           'build_attribute_network', 'train_attribute_network', 'frechet_distance', 'kernel_distance',
-           'precision_recall', 'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
+           'image_sharpness', 'centre_darkness', 'lesion_at_centre', 'fidelity_requests', 'fidelity_of',
+           'conditional_fidelity', 'compare_with_real', 'FeaturesUnavailable', 'TileFeatures', 'inception_features',
+           'AttributeNetwork', 'attribute_columns', 'build_attribute_network', 'train_attribute_network',
+           'frechet_distance', 'kernel_distance', 'precision_recall', 'agreement_with_records', 'AttributeReader',
+           'attribute_agreement', 'train_and_test']
 
 # %% ../nbs/05_evaluate.ipynb #14d4d9b0
 def texture_of(lightness: np.ndarray,  # the tile's L* (size, size), unsmoothed
@@ -78,7 +79,7 @@ def realism_ratios(generated: pd.DataFrame,  # `measure_tiles` of generated tile
     return {f"{column}_ratio": ratio(column) for column in REALISM_MEASURES}
 
 NEAR_REAL = (0.67, 1.5)
-"The band of a `realism_ratios` ratio that the course reads as about real: a third lower to half higher (other real tiles sit inside it)."
+"The band of a `realism_ratios` ratio that the course reads as about real: a third lower to half higher (other real tiles' contrast, border, size and skin texture ratios sit inside it; their lesion texture, on few lesion pixels, can fall outside)."
 
 def texture_in_words(ratio: float,  # a `skin_texture_ratio`
                      grainier: str = "grainier than real skin",  # the words for a ratio above `NEAR_REAL`
@@ -105,11 +106,12 @@ def two_sample_test(real: np.ndarray,  # uint8 real tiles
                     folds: int = 5,  # cross-validation folds: every tile is judged by a classifier that did not see it
                     seed: int = 0,
                     features: tuple | None = None,  # (real, generated) `tile_features`, when already computed
+                    paired: bool = False,  # real[i] and generated[i] share a record (or are twins): each pair stays in one fold
                    ) -> dict:
     "Cross-validated accuracy of a classifier telling real from generated tiles (0.5: indistinguishable), with a 95% interval."
     from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     if real.shape[1:] != generated.shape[1:]: raise DermlabDataError(f"real tiles {real.shape[1:]} and generated {generated.shape[1:]} differ in shape")
@@ -118,7 +120,11 @@ def two_sample_test(real: np.ndarray,  # uint8 real tiles
     features = np.concatenate(features) if features is not None else tile_features(np.concatenate([real, generated]))
     labels = np.r_[np.ones(len(real)), np.zeros(len(generated))]
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
-    predicted = cross_val_predict(classifier, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    if paired and len(real) != len(generated): raise DermlabDataError(f"paired two-sample test: {len(real)} real tiles but {len(generated)} generated")
+    # a pair split across folds biases the accuracy below chance: the classifier learns a twin and must call the other the opposite
+    groups = np.r_[np.arange(len(real)), np.arange(len(generated))] if paired else None
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if paired else StratifiedKFold(folds, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(classifier, features, labels, cv=splitter, groups=groups)
     correct, total = int((predicted == labels).sum()), len(labels)
     interval = binomtest(correct, total).proportion_ci(0.95, method="wilson")
     return {"two_sample_accuracy": correct / total, "two_sample_low": float(interval.low), "two_sample_high": float(interval.high),
@@ -140,6 +146,31 @@ def image_sharpness(images: np.ndarray) -> float:
     from scipy import ndimage
     grey = images.astype(np.float32).mean(axis=-1) / 255
     return float(np.mean([np.abs(ndimage.laplace(g)).mean() for g in grey]))
+
+# %% ../nbs/05_evaluate.ipynb #76924bb9
+def _centre_and_border(side: int, centre: float, border: float):
+    "Boolean masks of a tile's centre disc (radius `centre` of the side) and border ring (at least `border` of the side from the centre)."
+    rows, columns = np.mgrid[:side, :side]
+    distance = np.hypot(rows - (side - 1) / 2, columns - (side - 1) / 2) / side
+    return distance <= centre, distance >= border
+
+def centre_darkness(images: np.ndarray,  # uint8 tiles (n, size, size, 3), cut around their lesion
+                    centre: float = 0.2,  # radius of the centre disc, as a share of the side
+                    border: float = 0.4,  # the border ring: pixels at least this share of the side from the centre
+                   ) -> pd.DataFrame:
+    "Per tile, how much darker (L* units) the centre disc is on average than the border ring (`darkness`), and that mean's noise (`noise`: the ring's spread over the root of the disc's pixels)."
+    inside, ring = _centre_and_border(images.shape[1], centre, border)
+    lightness = np.stack([rgb_to_lab(image)[..., 0] for image in images])
+    return pd.DataFrame({"darkness": lightness[:, ring].mean(axis=1) - lightness[:, inside].mean(axis=1),
+                         "noise": lightness[:, ring].std(axis=1) / np.sqrt(inside.sum())})
+
+def lesion_at_centre(images: np.ndarray,  # uint8 tiles, cut around their lesion
+                     min_darkness: float = 1.0,  # L* units the centre must be darker than the border by
+                     min_signal: float = 3.0,  # ...and by this many times its own noise (speckle darkens a disc by chance)
+                    ) -> np.ndarray:
+    "Per tile, True where a lesion is drawn at the centre, however faint: darker than the border, beyond grain and speckle."
+    measured = centre_darkness(images)
+    return ((measured.darkness > min_darkness) & (measured.darkness > min_signal * measured.noise)).to_numpy()
 
 # %% ../nbs/05_evaluate.ipynb #29766d33
 def fidelity_requests(reference: pd.DataFrame,  # real records to vary (their other columns are kept)
@@ -184,7 +215,7 @@ def compare_with_real(generator,  # any dermlab generator
     "Realism ratios (and the two-sample test) of generated tiles against real tiles of the same records."
     generated = generator.generate(records, seed=seed)
     report = realism_ratios(measure_tiles(generated), measure_tiles(real))
-    if two_sample and len(real) >= 10: report.update(two_sample_test(real, generated, seed=seed))
+    if two_sample and len(real) >= 10: report.update(two_sample_test(real, generated, seed=seed, paired=True))
     elif two_sample: print(f"two-sample test skipped: {len(real)} real tiles, it needs at least 10")  # too few held-out tiles
     return report
 

@@ -433,7 +433,7 @@ class TimeBudget:
     def stop_message(self, epoch: int, epochs: int, epoch_seconds: float, run_dir) -> str:
         "What the run says when it stops at its budget (`epoch` counts from 1)."
         spent = (time.perf_counter() - self.started) / 60
-        return (f"time budget: {spent:.1f} of {self.minutes:g} minutes spent, and an epoch takes {epoch_seconds / 60:.1f}: stopped after "
+        return (f"time budget: {60 * spent:.3g} s of {60 * self.minutes:.3g} s spent, and an epoch takes {epoch_seconds:.3g} s: stopped after "
                 f"epoch {epoch} of {epochs}, checkpoint in {run_dir}. Run fit again (this session or a later one) to continue.")
 
     def keras_callback(self, epochs: int, run_dir):  # `epochs`: the fit's total; run_dir: where its checkpoint is

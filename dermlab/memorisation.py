@@ -82,17 +82,23 @@ class MemorisationAudit:
     reference: dict  # space -> nearest-other-training similarity of the reference training tiles
     quantile: float  # share of reference tiles below the threshold
     duplicate_references: dict = field(default_factory=dict)  # space -> reference tiles with a twin: left out of the threshold
+    standout_thresholds: dict = field(default_factory=dict)  # space -> how many times nearer than the third nearest a copy's nearest must be
 
     @property
     def copy_rate(self) -> float:
         "Share of generated tiles flagged in any space."
         return float(self.table.flagged.mean())
 
+    @property
+    def standout_copy_rate(self) -> float:
+        "Share of generated tiles flagged whose nearest training tile also stands out from the next ones: a copy of one image, not an average of many."
+        return float(self.table.standout_flagged.mean()) if "standout_flagged" in self.table else float("nan")
+
     def summary(self) -> dict:
         "Copy rates and thresholds, per space and overall."
         spaces = {f"{space}_copy_rate": float(self.table[f"{space}_flagged"].mean()) for space in self.thresholds}
         spaces.update({f"{space}_duplicate_references": count for space, count in self.duplicate_references.items()})
-        return {"copy_rate": self.copy_rate, **spaces, **{f"{space}_threshold": value for space, value in self.thresholds.items()},
+        return {"copy_rate": self.copy_rate, "standout_copy_rate": self.standout_copy_rate, **spaces, **{f"{space}_threshold": value for space, value in self.thresholds.items()},
                 "expected_copy_rate_of_new_images": 1 - self.quantile}
 
 def _check_reference(reference_rows: pd.Series,  # training index -> position in `reference_tiles`
@@ -144,7 +150,10 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
     if reference_seen < len(reference_rows):
         raise DermlabDataError(f"audit reference: {len(reference_rows) - reference_seen} of its {len(reference_rows)} training indices "
                                "never came in the training stream: build the reference from the set the audit streams")
-    table, thresholds, reference_similarity, duplicates = {}, {}, {}, {}
+    table, thresholds, reference_similarity, duplicates, standout_thresholds = {}, {}, {}, {}, {}
+    def standout(similarity):  # distance to the third nearest over distance to the nearest (a twin of it is the second): one image, or a crowd?
+        last = np.where(np.isfinite(similarity[:, -1]), similarity[:, -1], np.nan)
+        return np.nan_to_num((1 - last) / np.maximum(1 - similarity[:, 0], 1e-6), nan=np.inf)  # fewer than three training tiles: nothing near
     for space, (_, search, variants) in searches.items():
         similarity, index = best_over_variants(search.similarity, search.index, variants, k)
         generated_similarity, reference_similarity[space] = similarity[:len(generated)], similarity[len(generated):, 0]
@@ -154,9 +163,14 @@ def memorisation_audit(generated: np.ndarray,  # uint8 generated tiles (n, size,
         table[f"{space}_similarity"] = generated_similarity[:, 0]
         table[f"{space}_nearest"] = list(index[:len(generated)])
         table[f"{space}_flagged"] = generated_similarity[:, 0] > thresholds[space]
+        reference_standout = standout(similarity[len(generated):])[reference_similarity[space] < DUPLICATE_SIMILARITY]
+        standout_thresholds[space] = float(np.quantile(reference_standout, quantile)) if len(reference_standout) else 0.0
+        table[f"{space}_standout"] = standout(generated_similarity)
+        table[f"{space}_standout_flagged"] = table[f"{space}_flagged"] & (table[f"{space}_standout"] > standout_thresholds[space])
     table = pd.DataFrame(table)
     table["flagged"] = table[[f"{space}_flagged" for space in searches]].any(axis=1)
-    return MemorisationAudit(table, thresholds, reference_similarity, quantile, duplicates)
+    table["standout_flagged"] = table[[f"{space}_standout_flagged" for space in searches]].any(axis=1)
+    return MemorisationAudit(table, thresholds, reference_similarity, quantile, duplicates, standout_thresholds)
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     "Rows scaled to unit length (dot products become cosine similarities)."
@@ -264,7 +278,7 @@ def judge_sources(reference: RealReference, sources: dict,  # name -> TileSource
         source = sources[name]
         asked = [source.held_out_records] + ([reference.train_records] if source.audit_train_tiles else [])
         malignant = pd.concat(asked).target.eq(1).to_numpy()  # the tiles asked for as malignant: seen most often in training
-        rows[name].update(copy_rate=audit.copy_rate, malignant_tiles_audited=int(malignant.sum()),
+        rows[name].update(copy_rate=audit.copy_rate, standout_copy_rate=audit.standout_copy_rate, malignant_tiles_audited=int(malignant.sum()),
                           malignant_copy_rate=float(audit.table.flagged[malignant].mean()) if malignant.any() else float("nan"))
     return rows, audits
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import dermlab
 
 # %% auto #0
-__all__ = ['COURSE_REPOSITORY', 'TIME_BUDGET', 'PLATFORM_DATA', 'CLASSIFIER_PHANTOM', 'QUICK_TILES', 'COURSE_GENERATORS',
-           'SMALL_GENERATOR_STEPS', 'install_source', 'detect_platform', 'find_clone', 'runs_folder', 'mount_drive',
-           'previous_runs', 'restore_previous_runs', 'spoken_duration', 'budget_durations', 'describe_budget',
-           'decide_quick', 'gpu_count', 'find_platform_data', 'course_data', 'lesson_data', 'course_sample',
-           'CourseSetup', 'course_setup', 'train_small_generator', 'AveragedDownGenerator', 'load_course_generators']
+__all__ = ['COURSE_REPOSITORY', 'QUICK_BUDGET_CPU', 'TIME_BUDGET', 'PLATFORM_DATA', 'CLASSIFIER_PHANTOM', 'QUICK_TILES',
+           'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'install_source', 'detect_platform', 'find_clone',
+           'runs_folder', 'mount_drive', 'previous_runs', 'restore_previous_runs', 'spoken_duration',
+           'budget_durations', 'describe_budget', 'decide_quick', 'gpu_count', 'find_platform_data', 'course_data',
+           'lesson_data', 'course_sample', 'CourseSetup', 'course_setup', 'train_small_generator',
+           'AveragedDownGenerator', 'load_course_generators']
 
 # %% ../nbs/00_getting_started.ipynb #7c93e488
 COURSE_REPOSITORY = "https://github.com/dermlab/dermlab"
@@ -99,24 +100,27 @@ def restore_previous_runs(run_folder: str | Path,  # this session's run folder (
     return copied
 
 # %% ../nbs/00_getting_started.ipynb #248cc83f
+QUICK_BUDGET_CPU = "an Intel Xeon, 2026-12-03"
+"The machine the quick minutes of `TIME_BUDGET` were measured on: another CPU, or one shared with other work, can take twice as long."
+
 TIME_BUDGET = {
     # notebook: (minutes in quick mode on a 2-core CPU, measured; hours of the full profile on a T4, estimate;
     #            hours of the full profile on the same CPU, estimate). The estimates: `dermlab run --quick` and
     # `python benchmarks/bench_time_budget.py --run <run folder>/run.json` on a 2-core AMD EPYC, 2026-11-23; the quick
-    # minutes: `dermlab run --quick` on a 2-core AMD EPYC, 2026-12-02 (10 min 12 s in all).
-    "00_getting_started": (0.24, 0.003, 0.003),
-    "01_phantom": (0.24, 0.049, 0.049),
-    "00_core": (0.11, 0.001, 0.001),
-    "00_skin_colour": (0.16, 0.019, 0.019),
-    "01_data": (0.23, 0.046, 0.046),
-    "01_generators": (0.21, 0.008, 0.008),
-    "02_gan": (1.2, 0.027, 1.065),
-    "03_deconv": (0.38, 0.024, 0.103),
-    "04_diffusion": (1.15, 0.227, 20.96),
-    "05_evaluate": (0.27, 0.015, 0.06),
-    "05_memorisation": (0.42, 0.03, 0.118),
-    "06_classifier": (4.37, 3.254, 13.015),
-    "07_bias": (1.2, 0.078, 0.314),
+    # minutes: `dermlab run --quick` alone on a 2-core Intel Xeon, 2026-12-03 (19 min 26 s in all).
+    "00_getting_started": (0.45, 0.003, 0.003),
+    "01_phantom": (0.62, 0.049, 0.049),
+    "00_core": (0.22, 0.001, 0.001),
+    "00_skin_colour": (0.39, 0.019, 0.019),
+    "01_data": (0.49, 0.046, 0.046),
+    "01_generators": (0.45, 0.008, 0.008),
+    "02_gan": (2.92, 0.027, 1.065),
+    "03_deconv": (0.62, 0.024, 0.103),
+    "04_diffusion": (2.6, 0.227, 20.96),
+    "05_evaluate": (0.57, 0.015, 0.06),
+    "05_memorisation": (0.85, 0.03, 0.118),
+    "06_classifier": (5.71, 3.254, 13.015),
+    "07_bias": (3.57, 0.078, 0.314),
 }
 "What each notebook costs: quick mode on a 2-core CPU (measured), the full profile on a T4 and on that CPU (estimates)."
 
@@ -136,7 +140,7 @@ def describe_budget(notebook: str,  # a course notebook's name, such as '02_gan'
     "One sentence on what the notebook costs in each profile."
     if notebook not in TIME_BUDGET: return f"{notebook}: no time budget measured"
     quick, full_t4, full_cpu = budget_durations(notebook)
-    return (f"{notebook}: quick mode {quick} on a 2-core CPU (measured); "
+    return (f"{notebook}: quick mode {quick} on a 2-core CPU (measured on {QUICK_BUDGET_CPU}); "
             f"the full profile {full_t4} on a T4 GPU and {full_cpu} on a 2-core CPU (estimates)")
 
 def decide_quick(quick: bool | None,  # the notebook's QUICK: None lets the hardware decide
@@ -216,8 +220,8 @@ def lesson_data(data_dir: str,  # the notebook's DATA_DIR
         malignant, patients = int(rows.target.sum()), rows.patient_id[rows.target == 1].nunique()
         if malignant * test_share >= min_test_malignant and patients * test_share >= min_test_patients: return str(data_dir)
         print(f"data: the phantom set in {data_dir} has {malignant} malignant tiles of {patients} patients, about "
-              f"{malignant * test_share:.0f} of {patients * test_share:.0f} in a test split; this lesson needs {min_test_malignant} "
-              f"of {min_test_patients} there, so it reads a phantom set of {phantom['n_images']} images, {phantom['positive_rate']:.0%} malignant")
+              f"{malignant * test_share:.0f} malignant tiles of {patients * test_share:.0f} patients in a test split; this lesson needs "
+              f"{min_test_malignant} malignant tiles of {min_test_patients} patients there, so it reads a phantom set of {phantom['n_images']} images, {phantom['positive_rate']:.0%} malignant")
     why = "the lesson's own phantom set" if data_dir else "no DATA_DIR given, no competition data found"
     return course_data("", out_dir, seed=seed, why=why, **phantom)
 

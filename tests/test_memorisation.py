@@ -23,7 +23,7 @@ def test_memorisation_audit_flags_planted_copies_and_few_new_tiles(phantom_tiles
     reference = random.choice(len(train_tiles), 100, replace=False)
     audit = memorisation.memorisation_audit(np.concatenate([planted, held]), tile_blocks(train, 32, block_size=64),
                                             (index[reference], train_tiles[reference]), phantom_features)
-    assert audit.table.flagged[:20].all()
+    assert audit.table.flagged[:20].all() and audit.table.standout_flagged[:20].all()  # close, and closer to one image than to any other
     # new tiles: the threshold promises that about 1% of them are flagged (1 of 117 here). The bound is the count that
     # promise allows at odds of 1 in 1,000 (the binomial's 99.9% quantile, 6 of 117): a correct threshold fails it once in a
     # thousand runs, one that flags 5% of new images one run in three (117 tiles cannot tell more finely)
@@ -31,6 +31,7 @@ def test_memorisation_audit_flags_planted_copies_and_few_new_tiles(phantom_tiles
     new = audit.table.flagged[20:]
     promised = audit.summary()["expected_copy_rate_of_new_images"]
     assert new.sum() <= binom.ppf(0.999, len(new), promised), f"{int(new.sum())} of {len(new)} new tiles flagged"
+    assert audit.table.standout_flagged[20:].sum() <= new.sum()  # a standout copy is a flagged tile that also stands out
     assert [nearest[0] for nearest in audit.table.pixel_nearest[:20]] == list(index[source])
     assert audit.summary()["expected_copy_rate_of_new_images"] == pytest.approx(0.01)
 
@@ -127,5 +128,18 @@ def test_an_archive_full_of_twins_does_not_blind_the_audit(phantom_tiles):
     audit = memorisation.memorisation_audit(np.concatenate([stored[:5], held[:20]]), blocks, reference)
     assert audit.duplicate_references == {"pixel": 100}
     assert audit.table.flagged[:5].all() and audit.summary()["pixel_duplicate_references"] == 100
+    assert audit.table.standout_flagged[:5].all()  # a copy of a twinned photograph: its twin is the second nearest, the third is far
     counted = np.quantile(audit.reference["pixel"], 0.99)  # what the threshold would be with the twins counted: identity
     assert counted >= memorisation.DUPLICATE_SIMILARITY and not (audit.table.pixel_similarity[:5] > counted).all()
+
+def test_a_smooth_average_near_many_training_tiles_is_no_standout_copy(phantom_tiles):
+    "Averages of training tiles sit near several of them at once: closeness may flag them, the ratio test does not call them copies."
+    _, train_tiles, _, held, _ = phantom_tiles
+    blocks = [(np.arange(len(train_tiles)), train_tiles)]
+    order = np.argsort(train_tiles.reshape(len(train_tiles), -1).mean(axis=1))  # tiles of like brightness, averaged in fives
+    averages = train_tiles[order[:200]].reshape(40, 5, *train_tiles.shape[1:]).mean(axis=1).round().astype(np.uint8)
+    audit = memorisation.memorisation_audit(np.concatenate([averages, train_tiles[:5]]), blocks, (np.arange(150), train_tiles[:150]))
+    assert audit.table.standout_flagged[-5:].all()  # copies stand out
+    assert audit.table.flagged[:40].any()  # closeness alone flags some of the averages (5 of 40 on this phantom)...
+    assert audit.table.standout_flagged[:40].mean() <= 0.05  # ...the ratio test none of them
+    assert audit.summary()["standout_copy_rate"] == audit.table.standout_flagged.mean()
