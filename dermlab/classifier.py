@@ -557,11 +557,13 @@ def run_augmentation_experiment(build,  # () -> an uncompiled classifier
     say = print if progress else (lambda line: None)
     settings = json.dumps({**{name: value for name, value in training.items() if name != "strategy"}, **(identity or {}), "resamples": resamples,
                            "real_tiles": tiles_fingerprint(real_tiles)}, sort_keys=True, default=str)
+    fingerprints = {}  # arm -> fingerprint of its pool tiles: hashed once, not once per seed (a full pool is gigabytes)
     def pool_of(arm):  # the synthetic tiles an arm adds, and their fingerprint
         if not arm.generator: return real_tiles[:0], real_table.iloc[:0], ""
         pool_tiles, pool_table = pools[arm.generator]["malignant" if arm.kind == "targeted" else "all"]
         if arm.synthetic_tiles > len(pool_tiles): raise DermlabDataError(f"arm {arm.arm!r} needs {arm.synthetic_tiles} synthetic tiles, the pool has {len(pool_tiles)}")
-        return pool_tiles[:arm.synthetic_tiles], pool_table.iloc[:arm.synthetic_tiles], tiles_fingerprint(pool_tiles[:arm.synthetic_tiles])
+        if arm.arm not in fingerprints: fingerprints[arm.arm] = tiles_fingerprint(pool_tiles[:arm.synthetic_tiles])
+        return pool_tiles[:arm.synthetic_tiles], pool_table.iloc[:arm.synthetic_tiles], fingerprints[arm.arm]
     arm_of = {arm.arm: arm for arm in arms.itertuples()}
     results, scores = read_experiment(folder, test_table, say) if folder is not None else ([], {})
     expected = {training_key(arm.arm, seed): arm for seed in seeds for arm in arms.itertuples()}

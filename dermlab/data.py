@@ -890,9 +890,12 @@ def tile_blocks(data: IsicData,  # table and image store
 def read_tiles(data: IsicData,  # table and image store
                image_size: int,  # side of the square tiles, pixels
                n: int | None = None,  # the first `n` rows; None: all
+               seed: int | None = None,  # with `n`: `n` rows drawn at random (in table order) instead of the first, for a table sorted by class or patient
               ) -> tuple[np.ndarray, pd.DataFrame]:
     "Real tiles as uint8 (n, size, size, 3), decoded like the training pipeline, with their table rows."
-    chosen = data.subset(np.arange(min(n, len(data)) if n is not None else len(data)))
+    count = len(data) if n is None else min(n, len(data))
+    rows = np.arange(count) if seed is None or count == len(data) else np.sort(np.random.default_rng(seed).choice(len(data), count, replace=False))
+    chosen = data.subset(rows)
     blocks = list(tile_blocks(chosen, image_size, 256))
     if not blocks: raise DermlabDataError(f"{data.folder}: none of the {len(chosen)} images could be decoded")
     indices, tiles = (np.concatenate(part) for part in zip(*blocks))

@@ -18,13 +18,20 @@ from .data import IsicData, make_image_dataset, read_tiles
 from .generators import diversity_of, sample_diversity
 
 # %% auto #0
-__all__ = ['REALISM_MEASURES', 'NEAR_REAL', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'texture_of',
-           'measure_tiles', 'realism_ratios', 'texture_in_words', 'tile_features', 'two_sample_test', 'show_tile_rows',
-           'image_sharpness', 'centre_darkness', 'lesion_at_centre', 'fidelity_requests', 'fidelity_of',
-           'conditional_fidelity', 'compare_with_real', 'FeaturesUnavailable', 'TileFeatures', 'inception_features',
-           'AttributeNetwork', 'attribute_columns', 'build_attribute_network', 'train_attribute_network',
-           'frechet_distance', 'kernel_distance', 'precision_recall', 'agreement_with_records', 'AttributeReader',
-           'attribute_agreement', 'train_and_test']
+__all__ = ['REALISM_MEASURES', 'NEAR_REAL', 'INCEPTION_WEIGHTS', 'CATEGORICAL_ATTRIBUTES', 'NUMERIC_ATTRIBUTES', 'split_in_two',
+           'texture_of', 'measure_tiles', 'realism_ratios', 'texture_in_words', 'tile_features', 'two_sample_test',
+           'show_tile_rows', 'image_sharpness', 'centre_darkness', 'lesion_at_centre', 'fidelity_requests',
+           'fidelity_of', 'conditional_fidelity', 'compare_with_real', 'FeaturesUnavailable', 'TileFeatures',
+           'inception_features', 'AttributeNetwork', 'attribute_columns', 'build_attribute_network',
+           'train_attribute_network', 'frechet_distance', 'kernel_distance', 'precision_recall',
+           'agreement_with_records', 'AttributeReader', 'attribute_agreement', 'train_and_test']
+
+# %% ../nbs/05_evaluate.ipynb #256f2de1
+def split_in_two(rows: pd.DataFrame,  # one row per tile, as `read_tiles` returns them, with `target`
+                ) -> tuple[np.ndarray, np.ndarray]:
+    "Positions of two disjoint halves: every other tile within each class, so both share the patients and the malignant share."
+    order = np.argsort(rows.target.fillna(-1).to_numpy(), kind="stable")  # benign first, then malignant, each in the rows' order
+    return np.sort(order[0::2]), np.sort(order[1::2])
 
 # %% ../nbs/05_evaluate.ipynb #14d4d9b0
 def texture_of(lightness: np.ndarray,  # the tile's L* (size, size), unsmoothed

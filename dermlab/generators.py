@@ -77,7 +77,7 @@ class ConditionalGenerator:
 
     def generate(self, conditions: pd.DataFrame,  # records with the encoder's columns
                  n_per_row: int = 1,  # different images per record
-                 seed: int = 0,  # the same seed gives the same images, whatever the batch size (up to float rounding)
+                 seed: int = 0,  # the same seed, the same images, whatever the batch size (a sampler that draws noise as it goes, such as DDPM: the same batch size too)
                  batch_size: int = 64,
                  average_blocks: int = 1,  # average each square of this many pixels a side into one: tiles of image_size // average_blocks
                 ) -> np.ndarray:
@@ -403,6 +403,7 @@ class CustomLoopGenerator(ConditionalGenerator):
 
     def update_ema(self):
         "The hook: what runs once after the replicas' step (the moving average of the weights); nothing by default."
+        return None  # a body beyond the docstring: AutoGraph cannot convert a function that has none
 
     def epoch_checks(self):
         "The hook: the context in which each epoch's diversity check and sample grid are drawn (as `generate` draws, by default)."

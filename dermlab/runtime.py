@@ -11,9 +11,9 @@ from pathlib import Path
 import dermlab
 
 # %% auto #0
-__all__ = ['COURSE_REPOSITORY', 'QUICK_BUDGET_CPU', 'TIME_BUDGET', 'PLATFORM_DATA', 'CLASSIFIER_PHANTOM', 'QUICK_TILES',
-           'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'install_source', 'detect_platform', 'find_clone',
-           'runs_folder', 'mount_drive', 'previous_runs', 'restore_previous_runs', 'spoken_duration',
+__all__ = ['COURSE_REPOSITORY', 'QUICK_BUDGET_CPU', 'TIME_BUDGET', 'OPENED_ALONE', 'PLATFORM_DATA', 'CLASSIFIER_PHANTOM',
+           'QUICK_TILES', 'COURSE_GENERATORS', 'SMALL_GENERATOR_STEPS', 'install_source', 'detect_platform',
+           'find_clone', 'runs_folder', 'mount_drive', 'previous_runs', 'restore_previous_runs', 'spoken_duration',
            'budget_durations', 'describe_budget', 'decide_quick', 'gpu_count', 'find_platform_data', 'course_data',
            'lesson_data', 'course_sample', 'CourseSetup', 'course_setup', 'train_small_generator',
            'AveragedDownGenerator', 'load_course_generators']
@@ -135,12 +135,17 @@ def budget_durations(notebook: str,  # a course notebook's name, such as '02_gan
     quick, full_t4, full_cpu = TIME_BUDGET[notebook]
     return spoken_duration(quick), spoken_duration(full_t4 * 60), spoken_duration(full_cpu * 60)
 
+OPENED_ALONE = {"03_deconv": "a small stand-in GAN", "04_diffusion": "a small stand-in GAN", "05_memorisation": "three small stand-in generators",
+                "06_classifier": "two small stand-in generators", "07_bias": "its classifier and two small stand-in generators"}
+"What a notebook trains when the notebooks before it have not run (each stand-in about 40 s in quick mode on that CPU)."
+
 def describe_budget(notebook: str,  # a course notebook's name, such as '02_gan'
                    ) -> str:
     "One sentence on what the notebook costs in each profile."
     if notebook not in TIME_BUDGET: return f"{notebook}: no time budget measured"
     quick, full_t4, full_cpu = budget_durations(notebook)
-    return (f"{notebook}: quick mode {quick} on a 2-core CPU (measured on {QUICK_BUDGET_CPU}); "
+    alone = f"; opened alone it also trains {OPENED_ALONE[notebook]}, which takes longer" if notebook in OPENED_ALONE else ""
+    return (f"{notebook}: quick mode {quick} on a 2-core CPU (measured on {QUICK_BUDGET_CPU}, in the course run{alone}); "
             f"the full profile {full_t4} on a T4 GPU and {full_cpu} on a 2-core CPU (estimates)")
 
 def decide_quick(quick: bool | None,  # the notebook's QUICK: None lets the hardware decide

@@ -82,3 +82,14 @@ def test_texture_ratio_on_real_photographs(realdata):
     real = evaluate.measure_tiles(first)
     ratio = lambda other: evaluate.realism_ratios(evaluate.measure_tiles(other), real)["skin_texture_ratio"]
     assert 0.67 < ratio(second) < 1.5 and ratio(speckle(first, sigma=5)) > 2
+
+def test_the_two_real_halves_share_patients_and_the_malignant_share():
+    "split_in_two: disjoint halves that together hold every tile, of the same patients and within one malignant tile of each other."
+    import pandas as pd
+    random = np.random.default_rng(3)
+    rows = pd.DataFrame({"patient_id": np.repeat([f"p{i}" for i in range(12)], 10), "target": (random.random(120) < 0.15).astype(int)})
+    rows = rows.sort_values(["target", "patient_id"], ascending=False).reset_index(drop=True)  # the worst order: malignant tiles first
+    first, second = evaluate.split_in_two(rows)
+    assert len(np.intersect1d(first, second)) == 0 and len(first) + len(second) == len(rows)
+    assert abs(int(rows.target.iloc[first].sum()) - int(rows.target.iloc[second].sum())) <= 1
+    assert set(rows.patient_id.iloc[first]) == set(rows.patient_id.iloc[second]) == set(rows.patient_id)

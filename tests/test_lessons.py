@@ -12,8 +12,9 @@ def printed(notebook) -> str:
     return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
 
 # seed 43 runs the four notebooks whose quick lessons can fail on a seed; seed 44 only the two whose lessons rest on the test split of
-# their lesson phantom (06_classifier and 07_bias: robustness, pseudo-labels, the planted gap), with stand-in generators, to keep CI short
-LESSONS = {43: ["02_gan", "03_deconv", "06_classifier", "07_bias"], 44: ["06_classifier", "07_bias"]}
+# their lesson phantom (06_classifier and 07_bias: robustness, pseudo-labels, the planted gap), with stand-in generators; seed 45 the
+# baseline's lesson (03_deconv, beside 02_gan's GAN): with the course's seed 42, each lesson on three seeds, and CI kept short
+LESSONS = {43: ["02_gan", "03_deconv", "06_classifier", "07_bias"], 44: ["06_classifier", "07_bias"], 45: ["02_gan", "03_deconv"]}
 
 @pytest.mark.parametrize("seed", list(LESSONS))
 def test_the_quick_lessons_of_the_baseline_the_classifier_and_the_bias_analysis_hold_on_another_seed(tmp_path, seed):
@@ -25,7 +26,8 @@ def test_the_quick_lessons_of_the_baseline_the_classifier_and_the_bias_analysis_
     for name in {"03_deconv", "06_classifier"} & set(shown):  # the phantom's checks ran: they are the lessons
         assert "the checks of its known truth below are on" in shown[name], name
     if "03_deconv" in shown: assert f"GAN from {folder / '02_gan' / 'gan'}" in shown["03_deconv"]  # blurrier than the course's GAN, not a stand-in's
-    else: assert "GAN: training a small stand-in here" in shown["06_classifier"]  # said, where the course's GAN is missing
+    if "06_classifier" not in shown: return
+    if "02_gan" not in LESSONS[seed]: assert "GAN: training a small stand-in here" in shown["06_classifier"]  # said, where the course's GAN is missing
     experiment = pd.read_csv(folder / "06_classifier" / "experiment.csv")
     assert (experiment.malignant >= 20).all() and experiment.groupby("arm").seed.nunique().min() == 2  # the lesson phantom's test split
     semi = pd.read_csv(folder / "06_classifier" / "semi_supervised.csv")
