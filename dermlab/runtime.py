@@ -145,7 +145,7 @@ def describe_budget(notebook: str,  # a course notebook's name, such as '02_gan'
     if notebook not in TIME_BUDGET: return f"{notebook}: no time budget measured"
     quick, full_t4, full_cpu = budget_durations(notebook)
     alone = f"; opened alone it also trains {OPENED_ALONE[notebook]}, which takes longer" if notebook in OPENED_ALONE else ""
-    return (f"{notebook}: quick mode {quick} on a 2-core CPU (measured on {QUICK_BUDGET_CPU}, in the course run{alone}); "
+    return (f"{notebook}: quick mode {quick} on a 2-core CPU (measured on {QUICK_BUDGET_CPU}, in the whole quick course run alone, 19 min 26 s; a CPU shared with other work can take twice as long{alone}); "
             f"the full profile {full_t4} on a T4 GPU and {full_cpu} on a 2-core CPU (estimates)")
 
 def decide_quick(quick: bool | None,  # the notebook's QUICK: None lets the hardware decide
